@@ -1,0 +1,33 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Multi-class (unified) industrial anomaly detection for anomalib.
+
+The top-level names are imported lazily so that ``import anomalib_pnpt`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "FrozenFeatureExtractor": "anomalib_pnpt.backbones",
+    "MultiClassMVTecAD": "anomalib_pnpt.data",
+    "MultiClassVisa": "anomalib_pnpt.data",
+    "MultiClassBTAD": "anomalib_pnpt.data",
+    "MultiClassFolder": "anomalib_pnpt.data",
+    "PerClassEvaluation": "anomalib_pnpt.evaluation",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401
+    """Import a public name on first access."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module 'anomalib_pnpt' has no attribute '{name}'"
+    raise AttributeError(msg)

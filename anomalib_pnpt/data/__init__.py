@@ -1,0 +1,30 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Multi-class data: datamodules over many categories, class-carrying items, embedded demo data."""
+
+from anomalib_pnpt.data.datamodules import (
+    DataLayoutError,
+    MultiClassBTAD,
+    MultiClassDataModule,
+    MultiClassFolder,
+    MultiClassMVTecAD,
+    MultiClassVisa,
+)
+from anomalib_pnpt.data.dataset import ImageReadError, MultiClassDataset
+from anomalib_pnpt.data.demo import make_demo_dataset
+from anomalib_pnpt.data.items import MultiClassImageBatch, MultiClassImageItem
+
+__all__ = [
+    "DataLayoutError",
+    "ImageReadError",
+    "MultiClassBTAD",
+    "MultiClassDataModule",
+    "MultiClassDataset",
+    "MultiClassFolder",
+    "MultiClassImageBatch",
+    "MultiClassImageItem",
+    "MultiClassMVTecAD",
+    "MultiClassVisa",
+    "make_demo_dataset",
+]

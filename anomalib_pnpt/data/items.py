@@ -1,0 +1,63 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Image items and batches that carry their class.
+
+anomalib's :class:`~anomalib.data.ImageItem` has no class field, because anomalib trains one class at a
+time. These subclasses add ``category`` (the class name) and ``category_id`` (its index in the
+datamodule's sorted category list) to the item, the batch and their numpy twins, so every stock anomalib
+component (models, post-processor, visualizer, exporter) keeps working while prompt pools and the
+per-class evaluator can read the class.
+
+Example:
+    >>> import torch
+    >>> item = MultiClassImageItem(image=torch.rand(3, 8, 8), gt_label=torch.tensor(0), category="bottle",
+    ...                            category_id=torch.tensor(0))
+    >>> batch = MultiClassImageBatch.collate([item, item])
+    >>> batch.category, batch.category_id.tolist()
+    (['bottle', 'bottle'], [0, 0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from anomalib.data import ImageBatch, ImageItem, NumpyImageBatch, NumpyImageItem
+
+
+@dataclass
+class MultiClassNumpyImageItem(NumpyImageItem):
+    """Numpy image item with its class name and index."""
+
+    category: str | None = None
+    category_id: int | None = None
+
+
+@dataclass
+class MultiClassNumpyImageBatch(NumpyImageBatch):
+    """Numpy image batch with per-sample class names and indices."""
+
+    item_class: ClassVar[type[NumpyImageItem]] = MultiClassNumpyImageItem
+    category: list[str] | None = None
+    category_id: object | None = None
+
+
+@dataclass
+class MultiClassImageItem(ImageItem):
+    """Torch image item with its class name (``category``) and index (``category_id``)."""
+
+    numpy_class: ClassVar[type[NumpyImageItem]] = MultiClassNumpyImageItem
+    category: str | None = None
+    category_id: torch.Tensor | None = None
+
+
+@dataclass
+class MultiClassImageBatch(ImageBatch):
+    """Torch image batch with per-sample class names (list) and indices (``(B,)`` long tensor)."""
+
+    item_class: ClassVar[type[ImageItem]] = MultiClassImageItem
+    numpy_class: ClassVar[type[NumpyImageBatch]] = MultiClassNumpyImageBatch
+    category: list[str] | None = None
+    category_id: torch.Tensor | None = None

@@ -1,0 +1,124 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Threshold-free anomaly metrics computed on raw scores and maps.
+
+Image AUROC / AP and pixel AUROC / AP use torchmetrics' exact (unbinned) implementations. PRO is
+written here because anomalib's ``AUPRO`` is a stateful metric tied to its evaluator and to
+normalised outputs; this version is exact (every distinct score is a threshold): pixels are sorted once
+by score, every normal pixel adds ``1 / N_normal`` to the false-positive rate and every pixel of defect
+region ``r`` adds ``1 / (|r| * R)`` to the mean per-region overlap, so cumulative sums give the whole
+PRO-vs-FPR curve in ``O(n log n)``. The curve is integrated up to ``fpr_limit`` (0.3, as in MVTec AD's
+protocol) and divided by it, so a perfect detector scores 1.
+
+Example:
+    >>> import torch
+    >>> maps = torch.zeros(1, 4, 4); maps[0, :2, :2] = 1.0
+    >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool); masks[0, :2, :2] = True
+    >>> round(pro_score(maps, masks), 3)
+    1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+# 8-connectivity for defect regions, as in MVTec AD's evaluation code.
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def _both_classes(labels: torch.Tensor) -> bool:
+    return bool(labels.any()) and not bool(labels.all())
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve; ``nan`` when only one class is present.
+
+    Args:
+        scores: Any shape; higher means more anomalous.
+        labels: Same shape, 1 for anomalous.
+
+    Returns:
+        AUROC in ``[0, 1]`` or ``nan``.
+    """
+    labels = labels.flatten().long()
+    if not _both_classes(labels):
+        return math.nan
+    return float(binary_auroc(scores.flatten().float(), labels, thresholds=None))
+
+
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Average precision (area under the precision-recall curve); ``nan`` without positives.
+
+    Args:
+        scores: Any shape; higher means more anomalous.
+        labels: Same shape, 1 for anomalous.
+
+    Returns:
+        AP in ``[0, 1]`` or ``nan``.
+    """
+    labels = labels.flatten().long()
+    if not bool(labels.any()):
+        return math.nan
+    return float(binary_average_precision(scores.flatten().float(), labels, thresholds=None))
+
+
+def pro_curve(maps: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-region-overlap curve: FPR and mean region overlap at every distinct threshold.
+
+    Args:
+        maps: Anomaly maps ``(N, H, W)``.
+        masks: Ground-truth masks ``(N, H, W)``, non-zero = defect.
+
+    Returns:
+        ``(fpr, pro)``, both increasing, starting at ``(0, 0)``.
+    """
+    scores = maps.detach().float().cpu().numpy().ravel()
+    masks_np = masks.detach().cpu().numpy().astype(bool)
+    region_ids = np.zeros(masks_np.shape, dtype=np.int64)
+    n_regions = 0
+    for index, mask in enumerate(masks_np):
+        labelled, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+        region_ids[index] = np.where(labelled > 0, labelled + n_regions, 0)
+        n_regions += count
+    region_ids = region_ids.ravel()
+    normal = region_ids == 0
+    n_normal = int(normal.sum())
+    region_sizes = np.bincount(region_ids, minlength=n_regions + 1).astype(np.float64)
+    fpr_step = np.where(normal, 1.0 / max(n_normal, 1), 0.0)
+    pro_step = np.where(normal, 0.0, 1.0 / (region_sizes[region_ids] * max(n_regions, 1)))
+    order = np.argsort(-scores, kind="stable")
+    fpr = np.cumsum(fpr_step[order])
+    pro = np.cumsum(pro_step[order])
+    # Pixels with equal scores are one threshold: keep the curve point after the last of each tie group.
+    sorted_scores = scores[order]
+    last_of_group = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    return np.r_[0.0, fpr[last_of_group]], np.r_[0.0, pro[last_of_group]]
+
+
+def pro_score(maps: torch.Tensor, masks: torch.Tensor, fpr_limit: float = 0.3) -> float:
+    """Normalised area under the PRO curve up to ``fpr_limit``; ``nan`` without defect regions or normal pixels.
+
+    Args:
+        maps: Anomaly maps ``(N, H, W)``.
+        masks: Ground-truth masks ``(N, H, W)``.
+        fpr_limit: Upper integration limit of the false-positive rate.
+
+    Returns:
+        AUPRO / ``fpr_limit`` in ``[0, 1]`` or ``nan``.
+    """
+    masks = masks.bool()
+    if not _both_classes(masks):
+        return math.nan
+    fpr, pro = pro_curve(maps, masks)
+    # Cut the curve at fpr_limit, interpolating the PRO value there.
+    end = int(np.searchsorted(fpr, fpr_limit, side="right"))
+    pro_at_limit = float(np.interp(fpr_limit, fpr, pro))
+    fpr_cut = np.r_[fpr[:end], fpr_limit]
+    pro_cut = np.r_[pro[:end], pro_at_limit]
+    return float(np.trapezoid(pro_cut, fpr_cut) / fpr_limit)
