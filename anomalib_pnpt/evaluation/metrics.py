@@ -3,9 +3,11 @@
 
 """Threshold-free anomaly metrics computed on raw scores and maps.
 
-Image AUROC / AP and pixel AUROC / AP use torchmetrics' exact (unbinned) implementations. PRO is
-written here because anomalib's ``AUPRO`` is a stateful metric tied to its evaluator and to
-normalised outputs; this version is exact (every distinct score is a threshold): pixels are sorted once
+All metrics are exact (no threshold binning) and written here on purpose: torchmetrics' binary
+AUROC/AP apply a SIGMOID to scores outside ``[0, 1]``, which squashes raw anomaly scores (PaDiM's run into
+the hundreds) into ties at 1.0 and reports AUROC 0.5; anomalib's ``AUPRO`` is a stateful metric tied to
+its evaluator and to normalised outputs. AUROC is the Mann-Whitney statistic with tied ranks averaged; AP
+is the step-wise sum over distinct thresholds (as scikit-learn defines it). PRO is exact (every distinct score is a threshold): pixels are sorted once
 by score, every normal pixel adds ``1 / N_normal`` to the false-positive rate and every pixel of defect
 region ``r`` adds ``1 / (|r| * R)`` to the mean per-region overlap, so cumulative sums give the whole
 PRO-vs-FPR curve in ``O(n log n)``. The curve is integrated up to ``fpr_limit`` (0.3, as in MVTec AD's
@@ -26,7 +28,7 @@ import math
 import numpy as np
 import torch
 from scipy import ndimage
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+from scipy.stats import rankdata
 
 # 8-connectivity for defect regions, as in MVTec AD's evaluation code.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -34,6 +36,14 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 def _both_classes(labels: torch.Tensor) -> bool:
     return bool(labels.any()) and not bool(labels.all())
+
+
+def _as_numpy(scores: torch.Tensor) -> np.ndarray:
+    values = scores.detach().cpu().double().numpy().ravel()
+    if not np.isfinite(values).all():
+        msg = f"{int((~np.isfinite(values)).sum())} anomaly scores are NaN or infinite: the model's output is broken."
+        raise ValueError(msg)
+    return values
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -46,10 +56,13 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     Returns:
         AUROC in ``[0, 1]`` or ``nan``.
     """
-    labels = labels.flatten().long()
+    labels = labels.flatten().bool()
     if not _both_classes(labels):
         return math.nan
-    return float(binary_auroc(scores.flatten().float(), labels, thresholds=None))
+    positive = labels.cpu().numpy()
+    ranks = rankdata(_as_numpy(scores))  # ties get their average rank
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -62,10 +75,20 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     Returns:
         AP in ``[0, 1]`` or ``nan``.
     """
-    labels = labels.flatten().long()
+    labels = labels.flatten().bool()
     if not bool(labels.any()):
         return math.nan
-    return float(binary_average_precision(scores.flatten().float(), labels, thresholds=None))
+    values = _as_numpy(scores)
+    order = np.argsort(-values, kind="stable")
+    positive = labels.cpu().numpy()[order]
+    true_positives = np.cumsum(positive)
+    # One operating point per distinct score: the last index of each group of equal scores.
+    sorted_values = values[order]
+    last = np.r_[sorted_values[1:] != sorted_values[:-1], True]
+    tp = true_positives[last]
+    precision = tp / (np.flatnonzero(last) + 1)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def pro_curve(maps: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +101,7 @@ def pro_curve(maps: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.n
     Returns:
         ``(fpr, pro)``, both increasing, starting at ``(0, 0)``.
     """
-    scores = maps.detach().float().cpu().numpy().ravel()
+    scores = _as_numpy(maps)
     masks_np = masks.detach().cpu().numpy().astype(bool)
     region_ids = np.zeros(masks_np.shape, dtype=np.int64)
     n_regions = 0

@@ -1,0 +1,251 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Benchmark harness: train and test a list of anomalib models on a multi-class root, unified and separate.
+
+*Unified* trains one model on the normal images of all classes and tests it on every class (the papers'
+multi-class protocol); *separate* trains one model per class (anomalib's usual protocol). Each job runs in
+its own subprocess so that peak memory is measured per job. The results are one long table (one row per
+model, mode and class, plus the class mean) written as CSV and Markdown, and one bar chart per metric.
+
+Measured per job: fit wall time, inference milliseconds per image (model forward only, batches from the
+test set, after one warm-up batch), peak resident memory of the job's process, and the model's size
+(bytes of its serialised ``state_dict``, i.e. what a checkpoint carries).
+
+Example:
+    ``python benchmarks/run_benchmark.py --config benchmarks/configs/baselines_industrial.yaml``
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from anomalib_pnpt.evaluation.per_class import METRICS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchmarkJob:
+    """One training + test run: a model on a set of categories.
+
+    Args:
+        name: Display name of the model (e.g. ``"PatchCore"``).
+        class_path: Import path of the AnomalibModule (anomalib's or any plugin's).
+        init_args: Constructor arguments.
+        root: Dataset root (MVTec AD layout).
+        categories: Categories of this job (all of them for unified mode, one for separate).
+        mode: ``"unified"`` or ``"separate"``.
+        max_epochs: Training epochs.
+        train_batch_size: Training batch size.
+        eval_batch_size: Test batch size.
+        num_workers: Dataloader workers.
+        accelerator: Lightning accelerator.
+        seed: Random seed.
+        output_dir: Where the job writes its files.
+    """
+
+    name: str
+    class_path: str
+    init_args: dict[str, Any]
+    root: str
+    categories: list[str]
+    mode: str
+    max_epochs: int = 1
+    train_batch_size: int = 16
+    eval_batch_size: int = 16
+    num_workers: int = 2
+    accelerator: str = "auto"
+    seed: int = 0
+    output_dir: str = "results/benchmark"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def import_class(class_path: str) -> type:
+    """Import ``package.module.Class``; a bare name is looked up in ``anomalib.models``."""
+    module_name, _, class_name = class_path.rpartition(".")
+    module = importlib.import_module(module_name or "anomalib.models")
+    return getattr(module, class_name)
+
+
+def build_model(class_path: str, init_args: dict[str, Any]) -> torch.nn.Module:
+    """Instantiate a model and load offline EfficientNet-Lite weights into stock anomalib backbones."""
+    from anomalib_pnpt.backbones import load_offline_weights_into
+
+    model = import_class(class_path)(**init_args)
+    if init_args.get("pre_trained") is False and init_args.get("use_offline_weights", True):
+        load_offline_weights_into(model)
+    return model
+
+
+def _state_dict_bytes(model: torch.nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@torch.no_grad()
+def measure_inference_ms(model: torch.nn.Module, dataloader: Any, max_images: int = 64) -> float:  # noqa: ANN401
+    """Milliseconds per image of ``model(images)`` (pre- and post-processing included), data loading excluded."""
+    model.eval()
+    device = next(model.parameters()).device
+    batches = []
+    count = 0
+    for batch in dataloader:
+        batches.append(batch.image.to(device))
+        count += len(batch.image)
+        if count >= max_images:
+            break
+    model(batches[0])  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for images in batches:
+        model(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000 * (time.perf_counter() - start) / count
+
+
+def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
+    """Train and test one job in THIS process; return one row per class of the job."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_pnpt.data import MultiClassMVTecAD
+    from anomalib_pnpt.evaluation import PerClassEvaluation
+
+    seed_everything(job.seed, workers=True)
+    output_dir = Path(job.output_dir)
+    datamodule = MultiClassMVTecAD(
+        root=job.root,
+        categories=job.categories,
+        train_batch_size=job.train_batch_size,
+        eval_batch_size=job.eval_batch_size,
+        num_workers=job.num_workers,
+        per_class_evaluation=False,
+    )
+    model = build_model(job.class_path, job.init_args)
+    evaluation = PerClassEvaluation(output_dir=output_dir)
+    engine = Engine(
+        default_root_dir=output_dir,
+        max_epochs=job.max_epochs,
+        accelerator=job.accelerator,
+        callbacks=[evaluation],
+        logger=False,
+        enable_progress_bar=False,
+    )
+    start = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    engine.test(model, datamodule=datamodule)
+    ms_per_image = measure_inference_ms(model, datamodule.test_dataloader())
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak_rss_mb = max(peak_rss_mb, torch.cuda.max_memory_allocated() / 2**20)
+    common = {
+        "model": job.name,
+        "mode": job.mode,
+        "fit_s": fit_seconds,
+        "ms_per_image": ms_per_image,
+        "peak_memory_mb": peak_rss_mb,
+        "model_size_mb": _state_dict_bytes(model) / 2**20,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}",
+    }
+    table = evaluation.table
+    if table is None:
+        msg = f"{job.name}: the test produced no predictions"
+        raise RuntimeError(msg)
+    rows = []
+    for category in job.categories:
+        rows.append({**common, "category": category, **{m: float(table.loc[category, m]) for m in METRICS}})
+    return rows
+
+
+def run_job_in_subprocess(job: BenchmarkJob) -> list[dict[str, Any]]:
+    """Run :func:`run_job` in a fresh Python process (clean peak-memory figure); raise if it fails."""
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec_file:
+        json.dump(asdict(job), spec_file)
+    result_path = Path(job.output_dir) / "rows.json"
+    command = [sys.executable, "-m", "anomalib_pnpt.benchmarking.harness", spec_file.name, str(result_path)]
+    log_path = Path(job.output_dir) / "job.log"
+    with log_path.open("w") as log:
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+    if completed.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-30:])
+        msg = f"Benchmark job {job.name}/{job.mode}/{job.categories} failed (log: {log_path}):\n{tail}"
+        raise RuntimeError(msg)
+    return json.loads(result_path.read_text())
+
+
+def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Add one ``mean`` row per model and mode (metrics averaged over classes; costs summed for separate)."""
+    frame = pd.DataFrame(rows)
+    summaries = []
+    for (model, mode), group in frame.groupby(["model", "mode"], sort=False):
+        summary = {"model": model, "mode": mode, "category": "mean", **group[list(METRICS)].mean().to_dict()}
+        # Separate mode trains one model per class: its cost for the class set is the sum over classes.
+        jobs = group.drop_duplicates(subset=["fit_s"]) if mode == "unified" else group
+        summary["fit_s"] = jobs["fit_s"].sum()
+        summary["model_size_mb"] = jobs["model_size_mb"].sum()
+        summary["ms_per_image"] = group["ms_per_image"].mean()
+        summary["peak_memory_mb"] = group["peak_memory_mb"].max()
+        summary["device"] = group["device"].iloc[0]
+        summaries.append(summary)
+    return pd.concat([frame, pd.DataFrame(summaries)], ignore_index=True)
+
+
+def write_results(table: pd.DataFrame, output_dir: Path, command: str) -> None:
+    """Write ``results.csv``, ``results.md`` (with the command) and ``<metric>.png`` bar charts."""
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output_dir / "results.csv", index=False)
+    shown = table.copy()
+    for metric in METRICS:
+        shown[metric] = (100 * shown[metric]).round(1)
+    for column in ("fit_s", "ms_per_image", "peak_memory_mb", "model_size_mb"):
+        shown[column] = shown[column].round(1)
+    text = f"Command: `{command}`\n\nMetrics in percent (threshold-free, per class, raw scores).\n\n"
+    text += shown.to_markdown(index=False) + "\n"
+    (output_dir / "results.md").write_text(text)
+    table = table.assign(run=table["model"] + " (" + table["mode"] + ")")
+    for metric in METRICS:
+        pivot = table.pivot_table(index="category", columns="run", values=metric, sort=False)
+        axis = (100 * pivot).plot.bar(figsize=(8, 4), rot=0)
+        axis.set_ylabel(f"{metric} (%)")
+        axis.set_ylim(max(0, float((100 * pivot).min().min()) - 10), 100)
+        axis.legend(fontsize=7)
+        plt.tight_layout()
+        plt.savefig(output_dir / f"{metric}.png", dpi=100)
+        plt.close()
+
+
+def _job_main(spec_path: str, result_path: str) -> None:
+    job = BenchmarkJob(**json.loads(Path(spec_path).read_text()))
+    rows = run_job(job)
+    Path(result_path).write_text(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    _job_main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,73 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Train and test a list of models, unified and separate, on a multi-class root; write one results table.
+
+Usage:
+    python benchmarks/run_benchmark.py --config benchmarks/configs/baselines_industrial.yaml \
+        [--output benchmarks/results/baselines_industrial] [--root DIR] [--max-epochs N]
+
+The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
+environment variable ``ANOMALIB_PNPT_DATA`` replaces a leading ``$DATA``). Exits non-zero if any job fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from anomalib_pnpt.benchmarking.harness import BenchmarkJob, run_job_in_subprocess, summarise, write_results
+from anomalib_pnpt.data import MultiClassMVTecAD
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--root", default=None, help="dataset root (overrides the config)")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    args = parser.parse_args()
+    config = yaml.safe_load(args.config.read_text())
+    data_dir = os.environ.get("ANOMALIB_PNPT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    root = args.root or config["root"].replace("$DATA", data_dir)
+    if not Path(root).is_dir():
+        print(f"SKIPPED: dataset root '{root}' not found (set ANOMALIB_PNPT_DATA or --root).")
+        return 0
+    output = args.output or Path("benchmarks/results") / args.config.stem
+    categories = config.get("categories") or MultiClassMVTecAD(root=root).categories
+    rows = []
+    for spec in config["models"]:
+        for mode in config.get("modes", ["unified", "separate"]):
+            groups = [categories] if mode == "unified" else [[c] for c in categories]
+            for group in groups:
+                job = BenchmarkJob(
+                    name=spec["name"],
+                    class_path=spec["class_path"],
+                    init_args=spec.get("init_args", {}),
+                    root=root,
+                    categories=group,
+                    mode=mode,
+                    max_epochs=args.max_epochs or spec.get("max_epochs", config.get("max_epochs", 1)),
+                    train_batch_size=spec.get("train_batch_size", config.get("train_batch_size", 16)),
+                    eval_batch_size=config.get("eval_batch_size", 16),
+                    num_workers=config.get("num_workers", 2),
+                    accelerator=config.get("accelerator", "auto"),
+                    output_dir=str(output / "jobs" / f"{spec['name']}_{mode}_{'+'.join(group)}"),
+                )
+                print(f"running {spec['name']} {mode} {group}", flush=True)
+                rows += run_job_in_subprocess(job)
+                print(f"  done: {rows[-1]['fit_s']:.0f} s fit", flush=True)
+    table = summarise(rows)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    write_results(table, output, command)
+    print((output / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
