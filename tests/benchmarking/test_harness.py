@@ -1,0 +1,91 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The benchmark harness (unified + separate) and the plugin-aware ``anomalib-pnpt benchmark``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from anomalib_pnpt.benchmarking import BenchmarkJob, run_job, summarise, write_results
+from anomalib_pnpt.evaluation import METRICS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PADIM = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "pre_trained": False, "n_features": 20}
+
+
+@pytest.mark.slow
+def test_harness_unified_and_separate(demo_root: Path, tmp_path: Path) -> None:
+    rows = []
+    for mode, groups in (("unified", [["disc", "weave"]]), ("separate", [["disc"], ["weave"]])):
+        for group in groups:
+            job = BenchmarkJob(name="PaDiM", class_path="anomalib.models.Padim", init_args=PADIM, root=str(demo_root),
+                               categories=group, mode=mode, num_workers=0, accelerator="cpu",
+                               output_dir=str(tmp_path / mode / "+".join(group)))
+            rows += run_job(job)
+    table = summarise(rows)
+    assert set(zip(table["mode"], table["category"], strict=True)) == {
+        (m, c) for m in ("unified", "separate") for c in ("disc", "weave", "mean")
+    }
+    for column in ("fit_s", "ms_per_image", "peak_memory_mb", "model_size_mb"):
+        assert (table[column] > 0).all(), column
+    separate = table[table["mode"] == "separate"].set_index("category")
+    # Separate mode trains two models: its size for the class set is the sum of both.
+    assert separate.loc["mean", "model_size_mb"] == pytest.approx(separate.loc[["disc", "weave"], "model_size_mb"].sum())
+    write_results(table, tmp_path / "out", command="test")
+    assert (tmp_path / "out" / "results.md").read_text().startswith("Command: `test`")
+    assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 6
+    assert all((tmp_path / "out" / f"{metric}.png").is_file() for metric in METRICS)
+
+
+def _anomalib_pnpt(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "benchmark.yaml"
+    path.write_text(yaml.safe_dump(config))
+    executable = str(Path(sys.executable).with_name("anomalib-pnpt"))
+    return subprocess.run([executable, "benchmark", "--config", str(path)], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False, timeout=600)
+
+
+def _config(root: Path, categories: list[str]) -> dict:
+    return {
+        "accelerator": "cpu",
+        "benchmark": {
+            "seed": 0,
+            "model": {"class_path": "Padim", "init_args": PADIM},
+            "data": {"class_path": "anomalib_pnpt.data.MultiClassMVTecAD",
+                     "init_args": {"root": str(root), "categories": categories, "num_workers": 0}},
+        },
+    }
+
+
+@pytest.mark.slow
+def test_anomalib_benchmark_accepts_plugin_class_paths(demo_root: Path, tmp_path: Path) -> None:
+    result = _anomalib_pnpt(_config(demo_root, ["disc", "weave"]), tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    results = list((tmp_path / "runs").rglob("*.csv"))
+    assert results, list(tmp_path.rglob("*"))
+    frame = pd.read_csv(results[0])
+    assert "image_AUROC" in frame.columns
+    assert frame["data.class_path"].iloc[0] == "anomalib_pnpt.data.MultiClassMVTecAD"
+
+
+def test_anomalib_benchmark_fails_when_a_job_fails(demo_root: Path, tmp_path: Path) -> None:
+    result = _anomalib_pnpt(_config(demo_root, ["no_such_class"]), tmp_path)
+    assert result.returncode != 0
+    assert "no_such_class" in result.stdout + result.stderr
+
+
+def test_harness_skips_without_data(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"root": str(tmp_path / "missing"), "models": []}))
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "run_benchmark.py"), "--config",
+                             str(config)], capture_output=True, text=True, check=False, cwd=REPO_ROOT)
+    assert result.returncode == 0
+    assert "SKIPPED: dataset root" in result.stdout
