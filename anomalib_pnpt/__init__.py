@@ -22,10 +22,18 @@ _LAZY = {
     "PerClassEvaluation": "anomalib_pnpt.evaluation",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [
+    "FrozenFeatureExtractor",
+    "MultiClassBTAD",
+    "MultiClassFolder",
+    "MultiClassMVTecAD",
+    "MultiClassVisa",
+    "PerClassEvaluation",
+    "__version__",
+]
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401
+def __getattr__(name: str) -> Any:
     """Import a public name on first access."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)

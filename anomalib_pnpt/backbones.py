@@ -99,7 +99,9 @@ def load_offline_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     renamed = {}
     for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != expected.shape:
-            msg = f"{backbone}: '{source_key}' {tuple(tensor.shape)} does not fit '{target_key}' {tuple(expected.shape)}."
+            msg = (
+                f"{backbone}: '{source_key}' {tuple(tensor.shape)} does not fit '{target_key}' {tuple(expected.shape)}."
+            )
             raise BackboneWeightsError(msg)
         renamed[target_key] = tensor
     return renamed

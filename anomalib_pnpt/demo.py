@@ -28,8 +28,12 @@ def build_demo_model(name: str) -> object:
     if name == "padim":
         from anomalib.models import Padim
 
-        model = Padim(backbone="tf_efficientnet_lite2", layers=["blocks.1", "blocks.2", "blocks.4"], pre_trained=False,
-                      n_features=100)
+        model = Padim(
+            backbone="tf_efficientnet_lite2",
+            layers=["blocks.1", "blocks.2", "blocks.4"],
+            pre_trained=False,
+            n_features=100,
+        )
         load_offline_weights_into(model)
         return model
     msg = f"Unknown demo model '{name}'."
@@ -47,13 +51,18 @@ def main(argv: list[str] | None = None) -> Path:
     datamodule = MultiClassMVTecAD(root=root, train_batch_size=16, eval_batch_size=16, num_workers=0)
     model = build_demo_model(args.model)
     evaluation = PerClassEvaluation()
-    engine = Engine(default_root_dir=args.output, max_epochs=args.max_epochs, accelerator="cpu", logger=False,
-                    callbacks=[evaluation])
+    engine = Engine(
+        default_root_dir=args.output,
+        max_epochs=args.max_epochs,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[evaluation],
+    )
     engine.fit(model, datamodule=datamodule)
     engine.test(model, datamodule=datamodule)
     run_dir = Path(engine.trainer.default_root_dir)
-    print(f"\nPer-class table: {run_dir / 'per_class_metrics.csv'}")  # noqa: T201
-    print(f"Anomaly-map pictures: {run_dir / 'images'}/<class>/test/<defect>/")  # noqa: T201
+    print(f"\nPer-class table: {run_dir / 'per_class_metrics.csv'}")
+    print(f"Anomaly-map pictures: {run_dir / 'images'}/<class>/test/<defect>/")
     return run_dir
 
 

@@ -21,8 +21,9 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded demo dataset at 64 px (small and fast), generated once per test session."""
     from anomalib_pnpt.data import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), image_size=64, n_train=8, n_test_normal=3,
-                             n_test_defect=4)
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo"), image_size=64, n_train=8, n_test_normal=3, n_test_defect=4
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,21 +19,34 @@ ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 @pytest.mark.slow
 def test_anomalib_cli_train_gives_per_class_table(demo_root: Path, tmp_path: Path) -> None:
     command = [
-        ANOMALIB, "train",
-        "--model", "Padim",
-        "--model.backbone", "tf_efficientnet_lite0",
-        "--model.pre_trained", "false",
-        "--model.n_features", "20",
-        "--model.layers", "[blocks.1,blocks.2]",
-        "--data", "anomalib_pnpt.data.MultiClassMVTecAD",
-        "--data.root", str(demo_root),
-        "--data.categories", "[disc,weave]",
-        "--data.num_workers", "0",
-        "--trainer.max_epochs", "1",
-        "--default_root_dir", str(tmp_path),
+        ANOMALIB,
+        "train",
+        "--model",
+        "Padim",
+        "--model.backbone",
+        "tf_efficientnet_lite0",
+        "--model.pre_trained",
+        "false",
+        "--model.n_features",
+        "20",
+        "--model.layers",
+        "[blocks.1,blocks.2]",
+        "--data",
+        "anomalib_pnpt.data.MultiClassMVTecAD",
+        "--data.root",
+        str(demo_root),
+        "--data.categories",
+        "[disc,weave]",
+        "--data.num_workers",
+        "0",
+        "--trainer.max_epochs",
+        "1",
+        "--default_root_dir",
+        str(tmp_path),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            check=False, timeout=600)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Per-class metrics" in result.stdout
     tables = list(tmp_path.rglob("per_class_metrics.csv"))

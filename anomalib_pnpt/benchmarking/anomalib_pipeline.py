@@ -43,7 +43,7 @@ class BenchmarkJobFailedError(RuntimeError):
     """Raised when any benchmark job fails (anomalib only logs it)."""
 
 
-def instantiate(config: dict[str, Any], base: type) -> Any:  # noqa: ANN401
+def instantiate(config: dict[str, Any], base: type) -> Any:
     """Instantiate ``{"class_path": ..., "init_args": {...}}`` if the class path is a subclass of ``base``.
 
     Dotted paths outside anomalib are imported directly; bare names and anomalib paths go through anomalib's
@@ -73,7 +73,9 @@ def instantiate(config: dict[str, Any], base: type) -> Any:  # noqa: ANN401
 class PluginBenchmarkJobGenerator(BenchmarkJobGenerator):
     """anomalib's benchmark job generator, resolving plugin class paths too."""
 
-    def generate_jobs(self, args: dict, previous_stage_result: PREV_STAGE_RESULT) -> Generator[BenchmarkJob, None, None]:
+    def generate_jobs(
+        self, args: dict, previous_stage_result: PREV_STAGE_RESULT
+    ) -> Generator[BenchmarkJob, None, None]:
         """Yield one anomalib ``BenchmarkJob`` per grid point."""
         del previous_stage_result
         for container in get_iterator_from_grid_dict(args):
@@ -89,14 +91,14 @@ class PluginBenchmarkJobGenerator(BenchmarkJobGenerator):
 class FailingSerialRunner(SerialRunner):
     """Serial runner that raises :class:`BenchmarkJobFailedError` after the jobs if any failed."""
 
-    def run(self, args: dict, prev_stage_results: PREV_STAGE_RESULT = None) -> Any:  # noqa: ANN401
+    def run(self, args: dict, prev_stage_results: PREV_STAGE_RESULT = None) -> Any:
         """Run every job, then raise if anomalib's runner reported a failure."""
         results = []
         failures: list[str] = []
         for job in self.generator(args, prev_stage_results):
             try:
                 results.append(job.run())
-            except Exception as error:  # noqa: BLE001 - collect every failure, report all of them
+            except Exception as error:
                 failures.append(f"{type(job.model).__name__}: {type(error).__name__}: {error}")
         gathered = self.generator.job_class.collect(results)
         self.generator.job_class.save(gathered)
@@ -113,7 +115,7 @@ class PluginBenchmark(Benchmark):
         accelerators = args["accelerator"] if isinstance(args["accelerator"], list) else [args["accelerator"]]
         return [FailingSerialRunner(PluginBenchmarkJobGenerator(accelerator)) for accelerator in accelerators]
 
-    def run(self, args: Any = None) -> None:  # noqa: ANN401
+    def run(self, args: Any = None) -> None:
         """Run the runners; unlike anomalib's pipeline, an exception propagates (and the command fails)."""
         pipeline_args = self._get_args(args)
         previous = None

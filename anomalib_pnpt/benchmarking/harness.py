@@ -100,7 +100,7 @@ def _state_dict_bytes(model: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def measure_inference_ms(model: torch.nn.Module, dataloader: Any, max_images: int = 64) -> float:  # noqa: ANN401
+def measure_inference_ms(model: torch.nn.Module, dataloader: Any, max_images: int = 64) -> float:
     """Milliseconds per image of ``model(images)`` (pre- and post-processing included), data loading excluded."""
     model.eval()
     device = next(model.parameters()).device
@@ -186,7 +186,7 @@ def run_job_in_subprocess(job: BenchmarkJob) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "anomalib_pnpt.benchmarking.harness", spec_file.name, str(result_path)]
     log_path = Path(job.output_dir) / "job.log"
     with log_path.open("w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if completed.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         msg = f"Benchmark job {job.name}/{job.mode}/{job.categories} failed (log: {log_path}):\n{tail}"

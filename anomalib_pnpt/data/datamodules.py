@@ -186,7 +186,7 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
     def make_category_dataset(self, category: str, split: Split) -> AnomalibDataset:
         """Build the stock anomalib dataset of one category and split."""
 
-    def check_category(self, category: str) -> None:  # noqa: B027 - optional hook, no-op by default
+    def check_category(self, category: str) -> None:
         """Check one category's folder before anomalib reads it (override per layout)."""
 
     def _resolve_categories(self, categories: Sequence[str] | None) -> list[str]:
@@ -219,7 +219,9 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
                     raise DataLayoutError(msg) from error
                 raise
             if split == Split.TRAIN and len(dataset) == 0:
-                msg = f"Category '{category}' has no training images (expected normal images under {self.root / category})."
+                msg = (
+                    f"Category '{category}' has no training images (expected normal ones under {self.root / category})."
+                )
                 raise DataLayoutError(msg)
             datasets[category] = dataset
         return MultiClassDataset.from_datasets(datasets, categories=self.categories)
@@ -349,7 +351,9 @@ class MultiClassFolder(MultiClassDataModule):
         """Check that defect images and masks pair up (by file stem, ``_mask`` suffix allowed)."""
         if not (self.abnormal_dir and self.mask_dir):
             return
-        problems = unpaired_images_and_masks(self.root / category / self.abnormal_dir, self.root / category / self.mask_dir)
+        problems = unpaired_images_and_masks(
+            self.root / category / self.abnormal_dir, self.root / category / self.mask_dir
+        )
         if problems:
             msg = f"{category}: unpaired defect images / masks:\n  " + "\n  ".join(problems)
             raise DataLayoutError(msg)

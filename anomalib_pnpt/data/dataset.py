@@ -34,8 +34,8 @@ from anomalib import TaskType
 from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import LabelName
 from PIL import Image, UnidentifiedImageError
-from torchvision.tv_tensors import Mask
 from torchvision.transforms.v2.functional import to_dtype, to_image
+from torchvision.tv_tensors import Mask
 
 from anomalib_pnpt.data.items import MultiClassImageBatch, MultiClassImageItem
 
@@ -76,10 +76,8 @@ def load_rgb_array(path: str | Path) -> np.ndarray:
             if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
                 gray = _to_uint8(np.asarray(image))
                 return np.repeat(gray[..., None], 3, axis=-1)
-            if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-                # Alpha carries no appearance information for inspection: drop it (composite on black
-                # would change the colour of semi-transparent pixels, which real captures do not have).
-                image = image.convert("RGBA").convert("RGB")
+            # Alpha (RGBA, LA, PA, transparent P) carries no appearance information for inspection: convert("RGB")
+            # drops it, where compositing on black would change the colour of semi-transparent pixels.
             return np.array(image.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         msg = f"Cannot read image '{path}': {error}"
@@ -152,7 +150,9 @@ class MultiClassDataset(AnomalibDataset):
         self.samples = samples
 
     @classmethod
-    def from_datasets(cls, datasets: Mapping[str, AnomalibDataset], categories: list[str] | None = None) -> MultiClassDataset:
+    def from_datasets(
+        cls, datasets: Mapping[str, AnomalibDataset], categories: list[str] | None = None
+    ) -> MultiClassDataset:
         """Concatenate stock datasets, one per category, tagging their samples.
 
         Args:

@@ -148,14 +148,23 @@ def make_demo_dataset(
         ``root`` as a ``Path``.
     """
     root = Path(root)
-    config = {"image_size": image_size, "n_train": n_train, "n_test_normal": n_test_normal,
-              "n_test_defect": n_test_defect, "seed": seed, "categories": list(categories)}
+    config = {
+        "image_size": image_size,
+        "n_train": n_train,
+        "n_test_normal": n_test_normal,
+        "n_test_defect": n_test_defect,
+        "seed": seed,
+        "categories": list(categories),
+    }
     stamp = root / "demo_config.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == config:
         return root
     for index, category in enumerate(categories):
         rng = np.random.default_rng([seed, index])
-        noise = lambda image: image + rng.normal(0, 0.015, image.shape)  # noqa: E731 - sensor noise
+
+        def noise(image: np.ndarray, rng: np.random.Generator = rng) -> np.ndarray:
+            return image + rng.normal(0, 0.015, image.shape)  # sensor noise
+
         for i in range(n_train):
             _save(noise(GENERATORS[category](image_size, rng)), root / category / "train" / "good" / f"{i:03d}.png")
         for i in range(n_test_normal):

@@ -6,12 +6,15 @@
 All metrics are exact (no threshold binning) and written here on purpose: torchmetrics' binary
 AUROC/AP apply a SIGMOID to scores outside ``[0, 1]``, which squashes raw anomaly scores (PaDiM's run into
 the hundreds) into ties at 1.0 and reports AUROC 0.5; anomalib's ``AUPRO`` is a stateful metric tied to
-its evaluator and to normalised outputs. AUROC is the Mann-Whitney statistic with tied ranks averaged; AP
-is the step-wise sum over distinct thresholds (as scikit-learn defines it). PRO is exact (every distinct score is a threshold): pixels are sorted once
-by score, every normal pixel adds ``1 / N_normal`` to the false-positive rate and every pixel of defect
-region ``r`` adds ``1 / (|r| * R)`` to the mean per-region overlap, so cumulative sums give the whole
-PRO-vs-FPR curve in ``O(n log n)``. The curve is integrated up to ``fpr_limit`` (0.3, as in MVTec AD's
-protocol) and divided by it, so a perfect detector scores 1.
+its evaluator and to normalised outputs.
+
+* AUROC is the Mann-Whitney statistic with tied ranks averaged.
+* AP is the step-wise sum over distinct thresholds (as scikit-learn defines it).
+* PRO is exact too (every distinct score is a threshold): pixels are sorted once by score, every normal
+  pixel adds ``1 / N_normal`` to the false-positive rate and every pixel of defect region ``r`` adds
+  ``1 / (|r| * R)`` to the mean per-region overlap, so cumulative sums give the whole PRO-vs-FPR curve in
+  ``O(n log n)``. The curve is integrated up to ``fpr_limit`` (0.3, as in MVTec AD's protocol) and divided
+  by it, so a perfect detector scores 1.
 
 Example:
     >>> import torch

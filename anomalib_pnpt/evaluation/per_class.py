@@ -87,7 +87,9 @@ def evaluate_per_class(
             row["pixel_AP"] = average_precision(cls_maps, cls_masks)
             row["PRO"] = pro_score(cls_maps, cls_masks, pro_fpr_limit)
             if not bool(cls_masks.any()):
-                notes.append(f"{name}: no defect pixels in the masks -> pixel_AUROC, pixel_AP and PRO cannot be computed")
+                notes.append(
+                    f"{name}: no defect pixels in the masks -> pixel_AUROC, pixel_AP and PRO cannot be computed"
+                )
         else:
             row.update({"pixel_AUROC": math.nan, "pixel_AP": math.nan, "PRO": math.nan})
         rows[name] = row
@@ -126,7 +128,9 @@ class PerClassEvaluation(Callback):
         True
     """
 
-    def __init__(self, output_dir: str | Path | None = None, pro_fpr_limit: float = 0.3, map_size: int | None = None) -> None:
+    def __init__(
+        self, output_dir: str | Path | None = None, pro_fpr_limit: float = 0.3, map_size: int | None = None
+    ) -> None:
         super().__init__()
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.pro_fpr_limit = pro_fpr_limit
@@ -144,8 +148,8 @@ class PerClassEvaluation(Callback):
         self,
         trainer: Trainer,
         pl_module: LightningModule,
-        outputs: Any,  # noqa: ANN401 - anomalib's batch dataclass
-        batch: Any,  # noqa: ANN401
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
@@ -190,7 +194,7 @@ class PerClassEvaluation(Callback):
             return
         table = self.compute()
         text = format_table(table)
-        print(f"\nPer-class metrics ({type(pl_module).__name__}, threshold-free, raw scores):\n{text}")  # noqa: T201
+        print(f"\nPer-class metrics ({type(pl_module).__name__}, threshold-free, raw scores):\n{text}")
         for note in self.notes:
             logger.warning(note)
         for name, row in table.iterrows():
@@ -202,7 +206,9 @@ class PerClassEvaluation(Callback):
         table.to_csv(output_dir / "per_class_metrics.csv", index_label="category")
         payload = {
             "model": type(pl_module).__name__,
-            "metrics": {name: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for name, row in table.iterrows()},
+            "metrics": {
+                name: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for name, row in table.iterrows()
+            },
             "notes": self.notes,
         }
         (output_dir / "per_class_metrics.json").write_text(json.dumps(payload, indent=2))

@@ -18,7 +18,12 @@ from anomalib_pnpt.benchmarking import BenchmarkJob, run_job, summarise, write_r
 from anomalib_pnpt.evaluation import METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PADIM = {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "pre_trained": False, "n_features": 20}
+PADIM = {
+    "backbone": "tf_efficientnet_lite0",
+    "layers": ["blocks.1", "blocks.2"],
+    "pre_trained": False,
+    "n_features": 20,
+}
 
 
 @pytest.mark.slow
@@ -26,9 +31,17 @@ def test_harness_unified_and_separate(demo_root: Path, tmp_path: Path) -> None:
     rows = []
     for mode, groups in (("unified", [["disc", "weave"]]), ("separate", [["disc"], ["weave"]])):
         for group in groups:
-            job = BenchmarkJob(name="PaDiM", class_path="anomalib.models.Padim", init_args=PADIM, root=str(demo_root),
-                               categories=group, mode=mode, num_workers=0, accelerator="cpu",
-                               output_dir=str(tmp_path / mode / "+".join(group)))
+            job = BenchmarkJob(
+                name="PaDiM",
+                class_path="anomalib.models.Padim",
+                init_args=PADIM,
+                root=str(demo_root),
+                categories=group,
+                mode=mode,
+                num_workers=0,
+                accelerator="cpu",
+                output_dir=str(tmp_path / mode / "+".join(group)),
+            )
             rows += run_job(job)
     table = summarise(rows)
     assert set(zip(table["mode"], table["category"], strict=True)) == {
@@ -38,7 +51,9 @@ def test_harness_unified_and_separate(demo_root: Path, tmp_path: Path) -> None:
         assert (table[column] > 0).all(), column
     separate = table[table["mode"] == "separate"].set_index("category")
     # Separate mode trains two models: its size for the class set is the sum of both.
-    assert separate.loc["mean", "model_size_mb"] == pytest.approx(separate.loc[["disc", "weave"], "model_size_mb"].sum())
+    assert separate.loc["mean", "model_size_mb"] == pytest.approx(
+        separate.loc[["disc", "weave"], "model_size_mb"].sum()
+    )
     write_results(table, tmp_path / "out", command="test")
     assert (tmp_path / "out" / "results.md").read_text().startswith("Command: `test`")
     assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 6
@@ -49,8 +64,15 @@ def _anomalib_pnpt(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / "benchmark.yaml"
     path.write_text(yaml.safe_dump(config))
     executable = str(Path(sys.executable).with_name("anomalib-pnpt"))
-    return subprocess.run([executable, "benchmark", "--config", str(path)], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False, timeout=600)
+    return subprocess.run(
+        [executable, "benchmark", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+        timeout=600,
+    )
 
 
 def _config(root: Path, categories: list[str]) -> dict:
@@ -59,8 +81,10 @@ def _config(root: Path, categories: list[str]) -> dict:
         "benchmark": {
             "seed": 0,
             "model": {"class_path": "Padim", "init_args": PADIM},
-            "data": {"class_path": "anomalib_pnpt.data.MultiClassMVTecAD",
-                     "init_args": {"root": str(root), "categories": categories, "num_workers": 0}},
+            "data": {
+                "class_path": "anomalib_pnpt.data.MultiClassMVTecAD",
+                "init_args": {"root": str(root), "categories": categories, "num_workers": 0},
+            },
         },
     }
 
@@ -85,7 +109,12 @@ def test_anomalib_benchmark_fails_when_a_job_fails(demo_root: Path, tmp_path: Pa
 def test_harness_skips_without_data(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"root": str(tmp_path / "missing"), "models": []}))
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "run_benchmark.py"), "--config",
-                             str(config)], capture_output=True, text=True, check=False, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "run_benchmark.py"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0
     assert "SKIPPED: dataset root" in result.stdout

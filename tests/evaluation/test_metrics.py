@@ -56,7 +56,8 @@ def test_auroc_and_ap_match_scikit_learn(predictions: tuple[torch.Tensor, torch.
     image_labels = masks.any(dim=(1, 2))
     assert auroc(image_scores, image_labels) == pytest.approx(roc_auc_score(image_labels, image_scores))
     assert average_precision(image_scores, image_labels) == pytest.approx(
-        average_precision_score(image_labels, image_scores))
+        average_precision_score(image_labels, image_scores)
+    )
 
 
 def test_raw_scores_are_not_squashed() -> None:

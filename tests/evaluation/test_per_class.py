@@ -23,8 +23,7 @@ def tested_run(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     output = tmp_path_factory.mktemp("run")
     datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=32, eval_batch_size=32)
     model = Padim(backbone="tf_efficientnet_lite0", layers=["blocks.1", "blocks.2"], pre_trained=False, n_features=20)
-    engine = Engine(default_root_dir=output, max_epochs=1, accelerator="cpu", logger=False,
-                    enable_progress_bar=False)
+    engine = Engine(default_root_dir=output, max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     engine.fit(model, datamodule=datamodule)
     engine.test(model, datamodule=datamodule)
     evaluation = next(c for c in engine.trainer.callbacks if isinstance(c, PerClassEvaluation))
@@ -41,7 +40,9 @@ def test_table_files_and_raw_scores(tested_run: tuple) -> None:
     _, evaluation, run_dir = tested_run
     table = pd.read_csv(run_dir / "per_class_metrics.csv", index_col="category")
     assert list(table.index) == ["disc", "tiles", "weave", "mean"]
-    assert table.loc["mean", "image_AUROC"] == pytest.approx(table.loc[["disc", "tiles", "weave"], "image_AUROC"].mean())
+    assert table.loc["mean", "image_AUROC"] == pytest.approx(
+        table.loc[["disc", "tiles", "weave"], "image_AUROC"].mean()
+    )
     payload = json.loads((run_dir / "per_class_metrics.json").read_text())
     assert set(payload["metrics"]) == {"disc", "tiles", "weave", "mean"}
     # Raw PaDiM scores (Mahalanobis distances) are not clamped to [0, 1] by the post-processor.
