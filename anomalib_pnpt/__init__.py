@@ -20,6 +20,8 @@ _LAZY = {
     "MultiClassBTAD": "anomalib_pnpt.data",
     "MultiClassFolder": "anomalib_pnpt.data",
     "PerClassEvaluation": "anomalib_pnpt.evaluation",
+    "Pnpt": "anomalib_pnpt.models",
+    "PnptModel": "anomalib_pnpt.models",
 }
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "MultiClassMVTecAD",
     "MultiClassVisa",
     "PerClassEvaluation",
+    "Pnpt",
+    "PnptModel",
     "__version__",
 ]
 

@@ -1,0 +1,109 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Hierarchical patch embedding (HPE) and its inverse.
+
+PNPT embeds H feature maps of different resolutions into ONE token sequence: each scale is cut into
+non-overlapping patches whose size grows with the scale's resolution ("multiple-increasing patch sizes",
+e.g. 4/2/1 for strides 4/8/16), so every scale gives the same ``L = h x w`` token grid. The paper leaves
+open how the scales are merged; here the patch vectors of all scales are concatenated along the channel
+axis and projected by one linear layer to the hidden size ``C`` (each token then sees every scale of its
+image region). The inverse is the symmetric linear map back to the concatenated patch vectors, folded
+back into the H maps. Fixed 2-D sin-cos position embeddings (the first author's earlier code's choice) are
+added to the tokens.
+
+Training noise (UniAD's feature jitter, an anti-overfitting device against the identity shortcut) is
+added to the patch vectors before the projection: per token, Gaussian noise with standard deviation
+``noise_scale * ||v||_2 / D`` (``D`` the patch-vector length); the reconstruction target stays clean.
+
+Example:
+    >>> import torch
+    >>> hpe = HierarchicalPatchEmbedding(in_channels=[8, 16], reductions=[4, 8], hidden_dim=32)
+    >>> maps = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
+    >>> tokens = hpe(maps)
+    >>> tokens.shape
+    torch.Size([2, 64, 32])
+    >>> [m.shape[1:] for m in hpe.inverse(tokens, grid=(8, 8))]
+    [torch.Size([8, 16, 16]), torch.Size([16, 8, 8])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+
+def sincos_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding ``(h * w, dim)`` (half the channels per axis)."""
+    height, width = grid
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    parts = []
+    for coords in (ys.flatten(), xs.flatten()):
+        angles = coords[:, None] * omega[None]
+        parts += [angles.sin(), angles.cos()]
+    embedding = torch.cat(parts, dim=1)
+    return F.pad(embedding, (0, dim - embedding.shape[1]))
+
+
+class HierarchicalPatchEmbedding(nn.Module):
+    """Multi-scale feature maps -> one token grid (HPE) and back (HPE^-1).
+
+    Args:
+        in_channels: Channels of each scale, finest first.
+        reductions: Stride of each scale (e.g. 4, 8, 16).
+        hidden_dim: Token width ``C``.
+        patch_sizes: Patch size per scale; default ``reduction_max / reduction_i`` so all scales reach the
+            coarsest scale's grid.
+        noise_scale: Feature-jitter strength during training (0 disables it).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        reductions: Sequence[int],
+        hidden_dim: int,
+        patch_sizes: Sequence[int] | None = None,
+        noise_scale: float = 20.0,
+    ) -> None:
+        super().__init__()
+        if patch_sizes is None:
+            patch_sizes = [max(reductions) // reduction for reduction in reductions]
+        if any(p * r != patch_sizes[0] * reductions[0] for p, r in zip(patch_sizes, reductions, strict=True)):
+            msg = f"patch_sizes {list(patch_sizes)} do not bring strides {list(reductions)} to one token grid."
+            raise ValueError(msg)
+        self.in_channels = list(in_channels)
+        self.patch_sizes = [int(p) for p in patch_sizes]
+        self.noise_scale = noise_scale
+        self.patch_dims = [c * p * p for c, p in zip(self.in_channels, self.patch_sizes, strict=True)]
+        total = sum(self.patch_dims)
+        self.projection = nn.Linear(total, hidden_dim)
+        self.inverse_projection = nn.Linear(hidden_dim, total)
+
+    def patch_vectors(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Concatenated patch vectors ``(B, L, sum_i c_i * p_i^2)`` of all scales."""
+        vectors = [F.pixel_unshuffle(m, p) if p > 1 else m for m, p in zip(maps, self.patch_sizes, strict=True)]
+        return torch.cat(vectors, dim=1).flatten(2).transpose(1, 2)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Embed the maps as tokens ``(B, L, C)`` (with jitter in training mode, position added)."""
+        vectors = self.patch_vectors(maps)
+        if self.training and self.noise_scale > 0:
+            norm = vectors.norm(dim=-1, keepdim=True)
+            vectors = vectors + torch.randn_like(vectors) * (self.noise_scale * norm / vectors.shape[-1])
+        tokens = self.projection(vectors)
+        grid = maps[0].shape[-2] // self.patch_sizes[0], maps[0].shape[-1] // self.patch_sizes[0]
+        return tokens + sincos_position_embedding(grid, tokens.shape[-1]).to(tokens)
+
+    def inverse(self, tokens: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
+        """Map tokens ``(B, L, C)`` back to the multi-scale maps (HPE^-1)."""
+        vectors = self.inverse_projection(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        maps = []
+        for chunk, patch in zip(torch.split(vectors, self.patch_dims, dim=1), self.patch_sizes, strict=True):
+            maps.append(F.pixel_shuffle(chunk, patch) if patch > 1 else chunk)
+        return maps

@@ -1,0 +1,207 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Class-specific normality prompt pool and the callback that fills it from the training data.
+
+The pool holds, per training class, a retrieval KEY (a vector) and a PROMPT (one or more feature maps).
+For PNPT both are class means over all normal training images (the "class-specific normality prompting
+pool", CS-NPP): the key is the mean global coding, the prompt the mean multi-scale feature maps. At
+inference the input's own key retrieves the class with the highest cosine similarity, and that class's
+prompt is used, so no class label is needed, in torch or in an exported graph (an ``argmax`` and an
+index into a buffer).
+
+The pool is data, not parameters: sums and counts are accumulated batch by batch, reduced across
+processes under distributed training (so every rank ends with the same pool) and divided once. Everything
+lives in registered buffers, so it is saved in checkpoints and exported; its size is only known when it is
+built, so loading a checkpoint resizes the buffers to the saved shapes.
+
+Example:
+    >>> import torch
+    >>> pool = PromptPool()
+    >>> pool.begin(num_classes=2, key_dim=3, prompt_shapes=[(4, 2, 2)])
+    >>> keys = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    >>> pool.accumulate(torch.tensor([0, 1]), keys, [torch.rand(2, 4, 2, 2)])
+    >>> pool.finish()
+    >>> pool.retrieve(torch.tensor([[0.1, 0.9, 0.0]]))[0].tolist()
+    [1]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import distributed as dist
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+logger = logging.getLogger(__name__)
+
+
+class PromptPoolNotBuiltError(RuntimeError):
+    """Raised when a model is used before its prompt pool was built from training data."""
+
+
+class PromptPool(nn.Module):
+    """Per-class keys and prompt feature maps, in buffers, retrieved by cosine similarity.
+
+    Buffers: ``keys (C, D)``, ``prompt_<i> (C, *shape_i)`` per prompt map, ``counts (C,)`` and
+    ``built`` (a 0-d bool).
+
+    Args:
+        num_prompts: Number of prompt maps per class (e.g. 3 scales).
+    """
+
+    def __init__(self, num_prompts: int = 1) -> None:
+        super().__init__()
+        self.num_prompts = num_prompts
+        self.register_buffer("keys", torch.zeros(0, 0))
+        self.register_buffer("counts", torch.zeros(0))
+        self.register_buffer("built", torch.tensor(False))
+        for index in range(num_prompts):
+            self.register_buffer(f"prompt_{index}", torch.zeros(0))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes in the pool (0 before it is built)."""
+        return int(self.keys.shape[0])
+
+    @property
+    def prompts(self) -> list[torch.Tensor]:
+        """The prompt buffers ``[(C, *shape_0), ...]``."""
+        return [getattr(self, f"prompt_{index}") for index in range(self.num_prompts)]
+
+    def begin(self, num_classes: int, key_dim: int, prompt_shapes: Sequence[Sequence[int]]) -> None:
+        """Start (re)building: zero sums and counts sized for ``num_classes`` classes."""
+        if len(prompt_shapes) != self.num_prompts:
+            msg = f"Expected {self.num_prompts} prompt shapes, got {len(prompt_shapes)}."
+            raise ValueError(msg)
+        device = self.keys.device
+        self.keys = torch.zeros(num_classes, key_dim, device=device)
+        self.counts = torch.zeros(num_classes, device=device)
+        for index, shape in enumerate(prompt_shapes):
+            setattr(self, f"prompt_{index}", torch.zeros(num_classes, *shape, device=device))
+        self.built = torch.tensor(False, device=device)
+
+    @torch.no_grad()
+    def accumulate(self, class_ids: torch.Tensor, keys: torch.Tensor, prompts: Sequence[torch.Tensor]) -> None:
+        """Add a batch of samples to the per-class sums.
+
+        Args:
+            class_ids: ``(B,)`` class index of each sample.
+            keys: ``(B, D)`` retrieval keys.
+            prompts: Per prompt map, ``(B, *shape_i)``.
+        """
+        class_ids = class_ids.to(self.keys.device).long()
+        self.keys.index_add_(0, class_ids, keys.float())
+        self.counts.index_add_(0, class_ids, torch.ones_like(class_ids, dtype=self.counts.dtype))
+        for buffer, values in zip(self.prompts, prompts, strict=True):
+            buffer.index_add_(0, class_ids, values.float())
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Reduce sums and counts across processes, divide, and mark the pool built.
+
+        Raises:
+            PromptPoolNotBuiltError: If a class received no sample.
+        """
+        tensors = [self.keys, self.counts, *self.prompts]
+        if dist.is_available() and dist.is_initialized():
+            for tensor in tensors:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        empty = (self.counts == 0).nonzero().flatten().tolist()
+        if empty:
+            msg = f"Prompt pool: classes {empty} have no training sample."
+            raise PromptPoolNotBuiltError(msg)
+        shape = (-1,) + (1,) * (self.keys.dim() - 1)
+        self.keys /= self.counts.view(shape)
+        for buffer in self.prompts:
+            buffer /= self.counts.view((-1,) + (1,) * (buffer.dim() - 1))
+        self.built = torch.tensor(True, device=self.keys.device)
+
+    def check_built(self) -> None:
+        """Raise a clear error if the pool is empty (the model was never trained or built)."""
+        if not bool(self.built):
+            msg = (
+                "The prompt pool is empty: it is built from the training images when training starts "
+                "(PromptPoolCallback, registered by the model). Train the model (engine.fit) or load a trained "
+                "checkpoint before testing, predicting or exporting."
+            )
+            raise PromptPoolNotBuiltError(msg)
+
+    def retrieve(self, keys: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return the index of the most similar class per sample and its prompts.
+
+        Args:
+            keys: ``(B, D)`` query keys.
+
+        Returns:
+            ``(class_ids (B,), [prompt_i[class_ids] (B, *shape_i), ...])``.
+        """
+        similarity = F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
+        class_ids = similarity.argmax(dim=-1)
+        return class_ids, [buffer[class_ids] for buffer in self.prompts]
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
+        for name, buffer in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and buffer is not None and saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class PromptPoolCallback(Callback):
+    """Build a model's prompt pool from the training data before the first optimisation step.
+
+    The model must provide ``build_prompt_pool(batches)`` where ``batches`` yields
+    ``(images, class_ids)`` with images already pre-processed and on the model's device; this callback
+    supplies them from the trainer's training dataloader (whose batches are resized but not normalised and
+    still on the CPU, see anomalib's notes).
+
+    Args:
+        rebuild: Build again even if the pool is already built (e.g. when resuming with new data).
+
+    Example:
+        >>> callback = PromptPoolCallback()
+        >>> callback.rebuild
+        False
+    """
+
+    def __init__(self, rebuild: bool = False) -> None:
+        super().__init__()
+        self.rebuild = rebuild
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Build the pool unless it is built already."""
+        pool: PromptPool = pl_module.model.prompt_pool
+        if bool(pool.built) and not self.rebuild:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        # A fresh loader from the datamodule yields plain batches (the trainer's may be a CombinedLoader); under
+        # DDP every rank then sees every image, which the sum/count reduction in ``finish`` handles exactly.
+        dataloader = datamodule.train_dataloader() if datamodule is not None else trainer.train_dataloader
+        categories = getattr(datamodule, "categories", None)
+        num_classes = len(categories) if categories else None
+        pl_module.build_prompt_pool(_pool_batches(dataloader, pl_module), num_classes=num_classes)
+        if categories:
+            pl_module.prompt_categories = list(categories)
+        logger.info("Prompt pool built: %d classes, %s images per class", pool.num_classes, pool.counts.tolist())
+
+
+def _pool_batches(dataloader: Any, pl_module: LightningModule) -> Any:  # noqa: ANN401
+    """Yield pre-processed ``(images, class_ids)`` from a training dataloader."""
+    transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
+    warned = False
+    for batch in dataloader:
+        class_ids = getattr(batch, "category_id", None)
+        if class_ids is None:
+            if not warned:
+                logger.warning("Training batches carry no category_id (single-class datamodule): one prompt class.")
+                warned = True
+            class_ids = torch.zeros(len(batch.image), dtype=torch.long)
+        images = transform(batch.image.to(pl_module.device))
+        yield images, class_ids.to(pl_module.device), list(batch.image_path)
