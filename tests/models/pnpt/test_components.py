@@ -1,0 +1,90 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Shapes and defining properties of HPE, SACE, CSCD, the loss and the anomaly map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomalib_pnpt.models.pnpt.anomaly_map import PnptAnomalyMap
+from anomalib_pnpt.models.pnpt.components import CscdLayer, HierarchicalPatchEmbedding, SaceLayer
+from anomalib_pnpt.models.pnpt.loss import DualCosineLoss, map_cosine_loss
+
+MAPS = [torch.rand(2, 24, 32, 32), torch.rand(2, 48, 16, 16), torch.rand(2, 120, 8, 8)]
+
+
+def test_hpe_growing_patches_give_one_grid_and_inverse_restores_shapes() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=64)
+    assert hpe.patch_sizes == [4, 2, 1]
+    tokens = hpe(MAPS)
+    assert tokens.shape == (2, 64, 64)  # 8 x 8 tokens from every scale
+    assert [m.shape for m in hpe.inverse(tokens, (8, 8))] == [m.shape for m in MAPS]
+
+
+def test_hpe_patch_vectors_are_an_exact_rearrangement() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=8)
+    vectors = hpe.patch_vectors(MAPS)
+    assert vectors.shape == (2, 64, 24 * 16 + 48 * 4 + 120)
+    # Token (0, 0) of the finest scale holds exactly its top-left 4 x 4 patch.
+    assert torch.allclose(vectors[0, 0, : 24 * 16].sort().values, MAPS[0][0, :, :4, :4].flatten().sort().values)
+
+
+def test_hpe_noise_only_in_training() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=16, noise_scale=20.0)
+    hpe.eval()
+    assert torch.equal(hpe(MAPS), hpe(MAPS))
+    hpe.train()
+    assert not torch.equal(hpe(MAPS), hpe(MAPS))
+
+
+def test_hpe_rejects_patch_sizes_that_do_not_align() -> None:
+    with pytest.raises(ValueError, match="one token grid"):
+        HierarchicalPatchEmbedding([8, 8], [4, 8], hidden_dim=8, patch_sizes=[2, 2])
+
+
+def test_sace_aligns_semantic_tokens_across_streams() -> None:
+    torch.manual_seed(0)
+    layer = SaceLayer(dim=32, num_heads=4, ffn_dim=64).eval()
+    prior, own, semantic = torch.rand(2, 16, 32), torch.rand(2, 16, 32), torch.rand(2, 5, 32)
+    r_prior, r_self, fused = layer(prior, own, semantic)
+    assert r_prior.shape == r_self.shape == (2, 16, 32)
+    assert fused.shape == (2, 5, 32)
+    # The fused semantic tokens depend on the prior stream (second-order alignment), the self tokens do not.
+    _, r_self_2, fused_2 = layer(torch.rand(2, 16, 32), own, semantic)
+    assert torch.allclose(r_self, r_self_2)
+    assert not torch.allclose(fused, fused_2)
+    # Ablations: single stream, no semantic tokens.
+    assert layer(None, own, semantic)[0] is None
+    assert layer(prior, own, None)[2] is None
+
+
+def test_cscd_output_depends_on_condition() -> None:
+    torch.manual_seed(0)
+    layer = CscdLayer(dim=32, num_heads=4, ffn_dim=64).eval()
+    tokens = torch.rand(2, 16, 32)
+    assert layer(tokens, torch.rand(2, 5, 32)).shape == (2, 16, 32)
+    assert not torch.allclose(layer(tokens, torch.rand(2, 5, 32)), layer(tokens, torch.rand(2, 5, 32)))
+
+
+def test_dual_cosine_loss_is_whole_map_cosine_summed_over_scales_and_streams() -> None:
+    target = [torch.rand(2, 4, 8, 8), torch.rand(2, 8, 4, 4)]
+    assert float(map_cosine_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(map_cosine_loss(target, [t * 3.0 for t in target])) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    negated = [-t for t in target]
+    assert float(map_cosine_loss(target, negated)) == pytest.approx(4.0, abs=1e-5)  # 2 scales x (1 - (-1))
+    assert float(DualCosineLoss()(target, negated, negated)) == pytest.approx(8.0, abs=1e-5)
+    assert float(DualCosineLoss()(target, None, negated)) == pytest.approx(4.0, abs=1e-5)
+
+
+def test_anomaly_map_localises_the_deviation() -> None:
+    target = [torch.rand(1, 8, 16, 16) + 0.1]
+    recon = [target[0].clone()]
+    recon[0][:, :, 4:8, 4:8] = torch.rand(1, 8, 4, 4) - 0.5  # reconstruction fails in one region
+    anomaly_map, score = PnptAnomalyMap(sigma=1.0)(target, recon, recon, image_size=(64, 64))
+    assert anomaly_map.shape == (1, 1, 64, 64)
+    assert anomaly_map[0, 0, 16:32, 16:32].mean() > 5 * anomaly_map[0, 0, 40:, 40:].mean()
+    assert float(score) == pytest.approx(float(anomaly_map.max()))
+    _, top = PnptAnomalyMap(sigma=1.0, top_k=10)(target, recon, recon, image_size=(64, 64))
+    assert float(top) <= float(score)

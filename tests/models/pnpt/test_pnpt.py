@@ -1,0 +1,118 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Pnpt as an anomalib model: pool built automatically, retrieval, detection, checkpoints, ablations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_pnpt import Pnpt
+from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.prompt_pool import PromptPoolCallback, PromptPoolNotBuiltError
+
+SMALL = {"backbone": "tf_efficientnet_lite0", "hidden_dim": 64, "num_semantic_tokens": 8, "num_heads": 4,
+         "num_layers": 2, "image_size": 128, "sigma": 2.0}
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pnpt, Engine, MultiClassMVTecAD]:
+    torch.manual_seed(0)
+    datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=8, eval_batch_size=16)
+    model = Pnpt(**SMALL, learning_rate=1e-3)
+    engine = Engine(default_root_dir=tmp_path_factory.mktemp("pnpt"), max_epochs=25, accelerator="cpu",
+                    logger=False, enable_progress_bar=False, check_val_every_n_epoch=25)
+    engine.fit(model, datamodule=datamodule)
+    return model, engine, datamodule
+
+
+def _load(path: Path, size: int = 128) -> torch.Tensor:
+    image = Image.open(path).convert("RGB").resize((size, size))
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
+
+
+def test_callback_registered_and_pool_built(trained: tuple) -> None:
+    model, engine, datamodule = trained
+    assert any(isinstance(c, PromptPoolCallback) for c in engine.trainer.callbacks)
+    pool = model.model.prompt_pool
+    assert bool(pool.built)
+    assert pool.num_classes == 3
+    assert pool.counts.tolist() == [8, 8, 8]
+    assert model.prompt_categories == datamodule.categories
+    # Training reused the cached backbone features after the first pass.
+    assert model.feature_cache.hits > 10 * model.feature_cache.misses
+
+
+def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None:
+    model, _, datamodule = trained
+    model.eval()
+    for index, category in enumerate(datamodule.categories):
+        for path in sorted((demo_root / category / "test").rglob("*.png")):
+            images = model.pre_processor.transform(_load(path))
+            _, class_ids = model.model.predict(images)
+            assert int(class_ids) == index, path
+
+
+def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_root: Path) -> None:
+    model, _, _ = trained
+    model.eval()
+    clean = _load(demo_root / "disc" / "test" / "good" / "000.png")
+    texture = _load(demo_root / "weave" / "train" / "good" / "000.png")
+    pasted = clean.clone()
+    pasted[..., 48:72, 48:72] = texture[..., 48:72, 48:72]
+    with torch.no_grad():
+        clean_out, pasted_out = model(clean), model(pasted)
+    # model(...) runs anomalib's whole chain (pre-processing, network, post-processing).
+    region = (slice(None), slice(None), slice(48, 72), slice(48, 72))
+    assert pasted_out.anomaly_map[region].mean() > clean_out.anomaly_map[region].mean() + 0.05
+    assert float(pasted_out.pred_score) > float(clean_out.pred_score)
+
+
+def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path) -> None:
+    model, engine, _ = trained
+    path = tmp_path / "pnpt.ckpt"
+    engine.trainer.save_checkpoint(path)
+    loaded = Pnpt.load_from_checkpoint(path).eval()
+    model.eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected, got = model(images), loaded(images)
+    assert torch.allclose(expected.pred_score, got.pred_score, atol=1e-6)
+    assert torch.allclose(expected.anomaly_map, got.anomaly_map, atol=1e-6)
+    assert loaded.prompt_categories == model.prompt_categories
+
+
+def test_test_run_reports_retrieval_accuracy(trained: tuple) -> None:
+    model, engine, datamodule = trained
+    results = engine.test(model, datamodule=datamodule)
+    assert results[0]["retrieval_accuracy"] == 1.0
+    assert results[0]["per_class/mean/image_AUROC"] > 0.8
+
+
+def test_unbuilt_model_fails_clearly() -> None:
+    model = Pnpt(**SMALL, pre_trained=False).eval()
+    with pytest.raises(PromptPoolNotBuiltError, match="Train the model"):
+        model(torch.rand(1, 3, 128, 128))
+
+
+@pytest.mark.parametrize(
+    "switch", [{"use_hpe": False}, {"use_prior": False}, {"use_semantic_tokens": False}, {"use_cscd": False}]
+)
+def test_ablation_switches_train_and_predict(switch: dict) -> None:
+    model = Pnpt(**{**SMALL, **switch}, pre_trained=False)
+    images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
+    model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
+    model.train()
+    loss = model.model.training_loss(model.model.extract_features(images))
+    loss.backward()
+    model.eval()
+    output = model.model(images)
+    assert output.anomaly_map.shape == (4, 1, 128, 128)
+    if switch == {"use_hpe": False}:
+        assert len(model.model.feature_extractor.layers) == 1

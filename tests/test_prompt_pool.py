@@ -1,0 +1,94 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""PromptPool: class means, cosine retrieval, checkpoint resizing, and identical pools under DDP (gloo)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from anomalib_pnpt.prompt_pool import PromptPool, PromptPoolNotBuiltError
+
+
+def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    keys = torch.randn(8, 5, generator=generator) + 4 * torch.nn.functional.one_hot(ids, 5)
+    maps = torch.randn(8, 3, 4, 4, generator=generator)
+    return ids, keys, maps
+
+
+def _build(ids: torch.Tensor, keys: torch.Tensor, maps: torch.Tensor) -> PromptPool:
+    pool = PromptPool(num_prompts=1)
+    pool.begin(3, 5, [(3, 4, 4)])
+    pool.accumulate(ids, keys, [maps])
+    pool.finish()
+    return pool
+
+
+def test_pool_holds_class_means_and_retrieves_by_cosine() -> None:
+    ids, keys, maps = _data()
+    pool = _build(ids, keys, maps)
+    for c in range(3):
+        assert torch.allclose(pool.keys[c], keys[ids == c].mean(0))
+        assert torch.allclose(pool.prompts[0][c], maps[ids == c].mean(0))
+    retrieved, prompts = pool.retrieve(keys)
+    assert torch.equal(retrieved, ids)
+    assert torch.allclose(prompts[0], pool.prompts[0][ids])
+    assert pool.counts.tolist() == [3, 3, 2]
+
+
+def test_unbuilt_pool_fails_clearly() -> None:
+    with pytest.raises(PromptPoolNotBuiltError, match="Train the model"):
+        PromptPool().check_built()
+
+
+def test_class_without_samples_is_an_error() -> None:
+    pool = PromptPool()
+    pool.begin(2, 2, [(1,)])
+    pool.accumulate(torch.tensor([0]), torch.ones(1, 2), [torch.ones(1, 1)])
+    with pytest.raises(PromptPoolNotBuiltError, match=r"classes \[1\]"):
+        pool.finish()
+
+
+def test_state_dict_round_trip_resizes_empty_pool() -> None:
+    pool = _build(*_data())
+    fresh = PromptPool(num_prompts=1)
+    fresh.load_state_dict(pool.state_dict())
+    assert bool(fresh.built)
+    assert torch.equal(fresh.prompts[0], pool.prompts[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    ids, keys, maps = _data()
+    shard = slice(rank, None, world_size)  # each rank sees a different half of the data
+    pool = PromptPool(num_prompts=1)
+    pool.begin(3, 5, [(3, 4, 4)])
+    pool.accumulate(ids[shard], keys[shard], [maps[shard]])
+    pool.finish()
+    torch.save(pool.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_build_equals_single_process(tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    single = _build(*_data()).state_dict()
+    for rank in range(2):
+        state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, tensor in single.items():
+            assert torch.allclose(state[name].float(), tensor.float(), atol=1e-6), (rank, name)
