@@ -25,8 +25,8 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -52,8 +52,8 @@ class FeatureCache:
     def key(self, path: str, image_shape: Sequence[int]) -> tuple:
         """Cache key of one image file as the given tensor shape."""
         try:
-            stat = os.stat(path)
-            file_id = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+            stat = Path(path).stat()
+            file_id = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
         except OSError:
             file_id = (path, -1, -1)
         return (*file_id, self.backbone_id, tuple(image_shape))

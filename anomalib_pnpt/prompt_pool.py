@@ -118,8 +118,8 @@ class PromptPool(nn.Module):
             raise PromptPoolNotBuiltError(msg)
         shape = (-1,) + (1,) * (self.keys.dim() - 1)
         self.keys /= self.counts.view(shape)
-        for buffer in self.prompts:
-            buffer /= self.counts.view((-1,) + (1,) * (buffer.dim() - 1))
+        for prompt in self.prompts:
+            prompt.div_(self.counts.view((-1,) + (1,) * (prompt.dim() - 1)))
         self.built = torch.tensor(True, device=self.keys.device)
 
     def check_built(self) -> None:
@@ -145,7 +145,7 @@ class PromptPool(nn.Module):
         class_ids = similarity.argmax(dim=-1)
         return class_ids, [buffer[class_ids] for buffer in self.prompts]
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
         for name, buffer in list(self._buffers.items()):
             saved = state_dict.get(prefix + name)
@@ -192,7 +192,7 @@ class PromptPoolCallback(Callback):
         logger.info("Prompt pool built: %d classes, %s images per class", pool.num_classes, pool.counts.tolist())
 
 
-def _pool_batches(dataloader: Any, pl_module: LightningModule) -> Any:  # noqa: ANN401
+def _pool_batches(dataloader: Any, pl_module: LightningModule) -> Any:
     """Yield pre-processed ``(images, class_ids)`` from a training dataloader."""
     transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
     warned = False

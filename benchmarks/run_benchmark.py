@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from anomalib_pnpt.benchmarking.harness import BenchmarkJob, run_job_in_subprocess, summarise, write_results
@@ -58,6 +59,7 @@ def main() -> int:
                     num_workers=config.get("num_workers", 2),
                     accelerator=config.get("accelerator", "auto"),
                     output_dir=str(output / "jobs" / f"{spec['name']}_{mode}_{'+'.join(group)}"),
+                    learning_curve_epochs=spec.get("learning_curve_epochs", []),
                 )
                 print(f"running {spec['name']} {mode} {group}", flush=True)
                 rows += run_job_in_subprocess(job)
@@ -65,6 +67,12 @@ def main() -> int:
     table = summarise(rows)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     write_results(table, output, command)
+    curves = [pd.read_csv(path) for path in sorted((output / "jobs").glob("*/learning_curve.csv"))]
+    if curves:
+        curve = pd.concat(curves, ignore_index=True)
+        curve.to_csv(output / "learning_curve.csv", index=False)
+        shown = curve[curve["category"] == "mean"].round(4)
+        (output / "learning_curve.md").write_text(f"Command: `{command}`\n\n{shown.to_markdown(index=False)}\n")
     print((output / "results.md").read_text())
     return 0
 

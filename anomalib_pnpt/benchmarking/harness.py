@@ -35,6 +35,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from anomalib_pnpt.benchmarking.learning_curve import LearningCurve
 from anomalib_pnpt.evaluation.per_class import METRICS
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class BenchmarkJob:
         accelerator: Lightning accelerator.
         seed: Random seed.
         output_dir: Where the job writes its files.
+        learning_curve_epochs: Epochs after which to measure per-class test metrics (written to
+            ``learning_curve.csv`` in ``output_dir``).
     """
 
     name: str
@@ -73,7 +76,7 @@ class BenchmarkJob:
     accelerator: str = "auto"
     seed: int = 0
     output_dir: str = "results/benchmark"
-    extra: dict[str, Any] = field(default_factory=dict)
+    learning_curve_epochs: list[int] = field(default_factory=list)
 
 
 def import_class(class_path: str) -> type:
@@ -142,18 +145,28 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
     )
     model = build_model(job.class_path, job.init_args)
     evaluation = PerClassEvaluation(output_dir=output_dir)
+    callbacks: list = [evaluation]
+    curve = LearningCurve(job.learning_curve_epochs) if job.learning_curve_epochs else None
+    if curve is not None:
+        callbacks.append(curve)
     engine = Engine(
         default_root_dir=output_dir,
         max_epochs=job.max_epochs,
         accelerator=job.accelerator,
-        callbacks=[evaluation],
+        callbacks=callbacks,
         logger=False,
         enable_progress_bar=False,
+        # Validation only feeds anomalib's normalisation statistics: once, after the last epoch, is enough.
+        check_val_every_n_epoch=job.max_epochs,
     )
     start = time.perf_counter()
     engine.fit(model, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
     engine.test(model, datamodule=datamodule)
+    if curve is not None:
+        pd.DataFrame(curve.rows).assign(model=job.name, mode=job.mode).to_csv(
+            output_dir / "learning_curve.csv", index=False
+        )
     ms_per_image = measure_inference_ms(model, datamodule.test_dataloader())
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():

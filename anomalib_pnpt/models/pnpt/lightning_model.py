@@ -177,7 +177,7 @@ class Pnpt(AnomalibModule):
         return PreProcessor(transform=transform)
 
     def configure_callbacks(self) -> Sequence[Callback]:
-        """anomalib's component callbacks plus the prompt-pool builder."""
+        """Anomalib's component callbacks plus the prompt-pool builder."""
         callbacks = super().configure_callbacks()
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
         return [*callbacks, PromptPoolCallback()]
@@ -271,4 +271,3 @@ class Pnpt(AnomalibModule):
     def trainer_arguments(self) -> dict[str, Any]:
         """No sanity validation: the prompt pool is only built when training starts."""
         return {"num_sanity_val_steps": 0}
-

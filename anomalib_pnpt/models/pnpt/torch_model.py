@@ -93,8 +93,9 @@ class PnptModel(nn.Module):
         self.use_prior = use_prior
         self.use_semantic_tokens = use_semantic_tokens
         self.use_cscd = use_cscd
-        self.feature_extractor = FrozenFeatureExtractor(backbone, layers, pretrained=pre_trained,
-                                                        weights_path=weights_path)
+        self.feature_extractor = FrozenFeatureExtractor(
+            backbone, layers, pretrained=pre_trained, weights_path=weights_path
+        )
         self.prompt_pool = PromptPool(num_prompts=len(layers))
         self.hpe = HierarchicalPatchEmbedding(
             self.feature_extractor.out_channels,

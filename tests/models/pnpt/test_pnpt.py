@@ -17,8 +17,15 @@ from anomalib_pnpt import Pnpt
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.prompt_pool import PromptPoolCallback, PromptPoolNotBuiltError
 
-SMALL = {"backbone": "tf_efficientnet_lite0", "hidden_dim": 64, "num_semantic_tokens": 8, "num_heads": 4,
-         "num_layers": 2, "image_size": 128, "sigma": 2.0}
+SMALL = {
+    "backbone": "tf_efficientnet_lite0",
+    "hidden_dim": 64,
+    "num_semantic_tokens": 8,
+    "num_heads": 4,
+    "num_layers": 2,
+    "image_size": 128,
+    "sigma": 2.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +33,14 @@ def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     torch.manual_seed(0)
     datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=8, eval_batch_size=16)
     model = Pnpt(**SMALL, learning_rate=1e-3)
-    engine = Engine(default_root_dir=tmp_path_factory.mktemp("pnpt"), max_epochs=25, accelerator="cpu",
-                    logger=False, enable_progress_bar=False, check_val_every_n_epoch=25)
+    engine = Engine(
+        default_root_dir=tmp_path_factory.mktemp("pnpt"),
+        max_epochs=25,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        check_val_every_n_epoch=25,
+    )
     engine.fit(model, datamodule=datamodule)
     return model, engine, datamodule
 

@@ -41,8 +41,9 @@ def sincos_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
     height, width = grid
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / max(quarter, 1)))
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     parts = []
     for coords in (ys.flatten(), xs.flatten()):
         angles = coords[:, None] * omega[None]

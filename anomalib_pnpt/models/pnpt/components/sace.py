@@ -41,8 +41,9 @@ class FeedForward(nn.Sequential):
     """Transformer FFN: Linear -> GELU -> Dropout -> Linear -> Dropout."""
 
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
-        super().__init__(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim),
-                         nn.Dropout(dropout))
+        super().__init__(
+            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
+        )
 
 
 class CrossAttentionBlock(nn.Module):
