@@ -14,6 +14,7 @@ environment variable ``ANOMALIB_PNPT_DATA`` replaces a leading ``$DATA``). Exits
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--root", default=None, help="dataset root (overrides the config)")
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--resume", action="store_true", help="reuse the rows of jobs that already finished")
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
     data_dir = os.environ.get("ANOMALIB_PNPT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -61,6 +63,11 @@ def main() -> int:
                     output_dir=str(output / "jobs" / f"{spec['name']}_{mode}_{'+'.join(group)}"),
                     learning_curve_epochs=spec.get("learning_curve_epochs", []),
                 )
+                finished = Path(job.output_dir) / "rows.json"
+                if args.resume and finished.is_file():
+                    print(f"reusing {finished}", flush=True)
+                    rows += json.loads(finished.read_text())
+                    continue
                 print(f"running {spec['name']} {mode} {group}", flush=True)
                 rows += run_job_in_subprocess(job)
                 print(f"  done: {rows[-1]['fit_s']:.0f} s fit", flush=True)
