@@ -16,13 +16,12 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from anomalib_pnpt.models.pnpt.components.sace import CrossAttentionBlock, FeedForward
+from anomalib_pnpt.models.pnpt.components.sace import EncoderBlock
 
 
-class CscdLayer(nn.Module):
-    """One CSCD layer.
+class CscdLayer(EncoderBlock):
+    """One CSCD layer: the post-LN encoder block of SACE with the attention pointed at the condition.
 
     Args:
         dim: Token width ``C``.
@@ -31,13 +30,6 @@ class CscdLayer(nn.Module):
         dropout: Dropout in attention and FFN.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.cross_attention = CrossAttentionBlock(dim, num_heads, dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """Decode ``tokens (B, L, C)`` conditioned on ``condition (B, N, C)``."""
-        decoded = self.cross_attention(tokens, condition)
-        return self.norm(self.ffn(decoded) + decoded)
+        return super().forward(tokens, memory=condition)

@@ -68,9 +68,9 @@ class EncoderBlock(nn.Module):
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Encode a token sequence."""
-        tokens = self.self_attention(tokens, tokens)
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode ``tokens``; with ``memory`` the attention is cross-attention to it (CSCD, Eq. 5)."""
+        tokens = self.self_attention(tokens, tokens if memory is None else memory)
         return self.norm(self.ffn(tokens) + tokens)
 
 
