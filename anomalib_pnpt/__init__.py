@@ -20,6 +20,8 @@ _LAZY = {
     "MultiClassBTAD": "anomalib_pnpt.data",
     "MultiClassFolder": "anomalib_pnpt.data",
     "PerClassEvaluation": "anomalib_pnpt.evaluation",
+    "OneNip": "anomalib_pnpt.models",
+    "OneNipModel": "anomalib_pnpt.models",
     "Pnpt": "anomalib_pnpt.models",
     "PnptModel": "anomalib_pnpt.models",
 }
@@ -30,6 +32,8 @@ __all__ = [
     "MultiClassFolder",
     "MultiClassMVTecAD",
     "MultiClassVisa",
+    "OneNip",
+    "OneNipModel",
     "PerClassEvaluation",
     "Pnpt",
     "PnptModel",

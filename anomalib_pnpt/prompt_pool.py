@@ -186,13 +186,13 @@ class PromptPoolCallback(Callback):
         dataloader = datamodule.train_dataloader() if datamodule is not None else trainer.train_dataloader
         categories = getattr(datamodule, "categories", None)
         num_classes = len(categories) if categories else None
-        pl_module.build_prompt_pool(_pool_batches(dataloader, pl_module), num_classes=num_classes)
+        pl_module.build_prompt_pool(preprocessed_batches(dataloader, pl_module), num_classes=num_classes)
         if categories:
             pl_module.prompt_categories = list(categories)
         logger.info("Prompt pool built: %d classes, %s images per class", pool.num_classes, pool.counts.tolist())
 
 
-def _pool_batches(dataloader: Any, pl_module: LightningModule) -> Any:
+def preprocessed_batches(dataloader: Any, pl_module: LightningModule) -> Any:
     """Yield pre-processed ``(images, class_ids)`` from a training dataloader."""
     transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
     warned = False

@@ -8,7 +8,8 @@ Usage:
         [--output benchmarks/results/baselines_industrial] [--root DIR] [--max-epochs N]
 
 The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
-environment variable ``ANOMALIB_PNPT_DATA`` replaces a leading ``$DATA``). Exits non-zero if any job fails.
+environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``). Exits
+non-zero if any job fails. ``--models A,B`` runs only those entries; ``--parallel N`` runs N jobs at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import shlex
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +29,13 @@ from anomalib_pnpt.benchmarking.harness import BenchmarkJob, run_job_in_subproce
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 
+def _run(job: BenchmarkJob) -> list[dict]:
+    print(f"running {job.name} {job.mode} {job.categories}", flush=True)
+    job_rows = run_job_in_subprocess(job)
+    print(f"  done {job.name}: {job_rows[-1]['fit_s']:.0f} s fit", flush=True)
+    return job_rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, type=Path)
@@ -34,6 +43,13 @@ def main() -> int:
     parser.add_argument("--root", default=None, help="dataset root (overrides the config)")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--resume", action="store_true", help="reuse the rows of jobs that already finished")
+    parser.add_argument("--models", default=None, help="comma-separated model names of the config to run (default all)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="jobs run at once (e.g. ablations on one GPU); their time and memory columns then share the machine",
+    )
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
     data_dir = os.environ.get("ANOMALIB_PNPT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -43,15 +59,21 @@ def main() -> int:
         return 0
     output = args.output or Path("benchmarks/results") / args.config.stem
     categories = config.get("categories") or MultiClassMVTecAD(root=root).categories
-    rows = []
+    selected = set(args.models.split(",")) if args.models else None
+    rows, pending = [], []
     for spec in config["models"]:
+        if selected is not None and spec["name"] not in selected:
+            continue
         for mode in config.get("modes", ["unified", "separate"]):
             groups = [categories] if mode == "unified" else [[c] for c in categories]
             for group in groups:
                 job = BenchmarkJob(
                     name=spec["name"],
                     class_path=spec["class_path"],
-                    init_args=spec.get("init_args", {}),
+                    init_args={
+                        key: value.replace("$DATA", data_dir) if isinstance(value, str) else value
+                        for key, value in spec.get("init_args", {}).items()
+                    },
                     root=root,
                     categories=group,
                     mode=mode,
@@ -60,7 +82,9 @@ def main() -> int:
                     eval_batch_size=config.get("eval_batch_size", 16),
                     num_workers=config.get("num_workers", 2),
                     accelerator=config.get("accelerator", "auto"),
-                    output_dir=str(output / "jobs" / f"{spec['name']}_{mode}_{'+'.join(group)}"),
+                    output_dir=str(
+                        output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
+                    ),
                     learning_curve_epochs=spec.get("learning_curve_epochs", []),
                 )
                 finished = Path(job.output_dir) / "rows.json"
@@ -68,9 +92,10 @@ def main() -> int:
                     print(f"reusing {finished}", flush=True)
                     rows += json.loads(finished.read_text())
                     continue
-                print(f"running {spec['name']} {mode} {group}", flush=True)
-                rows += run_job_in_subprocess(job)
-                print(f"  done: {rows[-1]['fit_s']:.0f} s fit", flush=True)
+                pending.append(job)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for job_rows in pool.map(_run, pending):
+            rows += job_rows
     table = summarise(rows)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     write_results(table, output, command)

@@ -3,6 +3,7 @@
 
 """anomalib models of this package."""
 
+from anomalib_pnpt.models.onenip import OneNip, OneNipModel
 from anomalib_pnpt.models.pnpt import Pnpt, PnptModel
 
-__all__ = ["Pnpt", "PnptModel"]
+__all__ = ["OneNip", "OneNipModel", "Pnpt", "PnptModel"]

@@ -29,29 +29,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-import timm
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
-from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
-from anomalib_pnpt.prompt_pool import PromptPoolCallback
+from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
 logger = logging.getLogger(__name__)
 
 
-class Pnpt(AnomalibModule):
+class Pnpt(PromptedAnomalyModule):
     """PNPT: Prior Normality Prompt Transformer for multi-class anomaly detection.
 
     Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). The
@@ -118,9 +111,11 @@ class Pnpt(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size=(image_size, image_size), backbone=backbone)
         super().__init__(
+            backbone=backbone,
+            image_size=image_size,
+            cache_features=cache_features,
+            feature_id=f"{backbone}:{list(layers)}:{pre_trained}:{weights_path}:{use_hpe}",
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
@@ -128,8 +123,6 @@ class Pnpt(AnomalibModule):
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        self.cache_features = cache_features
-        self.backbone_id = f"{backbone}:{list(layers)}:{pre_trained}:{weights_path}:{use_hpe}"
         self.model = PnptModel(
             backbone=backbone,
             layers=layers,
@@ -151,41 +144,6 @@ class Pnpt(AnomalibModule):
             use_semantic_tokens=use_semantic_tokens,
             use_cscd=use_cscd,
         )
-        self.feature_cache = FeatureCache(self.backbone_id)
-        self.prompt_categories: list[str] = []
-        self._retrieval = torch.zeros(2, dtype=torch.long)  # [correct, total] over the current test run
-
-    @classmethod
-    def configure_pre_processor(
-        cls,
-        image_size: tuple[int, int] | None = None,
-        backbone: str = "wide_resnet50_2",
-    ) -> PreProcessor:
-        """Resize to ``image_size`` (default 256 x 256) and normalise with the backbone's ImageNet statistics.
-
-        Args:
-            image_size: Target size.
-            backbone: timm name whose pretrained config gives mean and std (EfficientNet-Lite: 0.5 / 0.5).
-
-        Returns:
-            The pre-processor.
-        """
-        config = timm.get_pretrained_cfg(backbone)
-        mean = list(config.mean) if config is not None else [0.485, 0.456, 0.406]
-        std = list(config.std) if config is not None else [0.229, 0.224, 0.225]
-        transform = Compose([Resize(image_size or (256, 256), antialias=True), Normalize(mean=mean, std=std)])
-        return PreProcessor(transform=transform)
-
-    def configure_callbacks(self) -> Sequence[Callback]:
-        """Anomalib's component callbacks plus the prompt-pool builder."""
-        callbacks = super().configure_callbacks()
-        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, PromptPoolCallback()]
-
-    def _features(self, images: torch.Tensor, paths: Sequence[str] | None) -> list[torch.Tensor]:
-        if self.cache_features and paths is not None:
-            return self.feature_cache.features(paths, images, self.model.extract_features)
-        return self.model.extract_features(images)
 
     @torch.no_grad()
     def build_prompt_pool(
@@ -202,7 +160,7 @@ class Pnpt(AnomalibModule):
         pool = self.model.prompt_pool
         started = False
         for images, class_ids, paths in batches:
-            features = self._features(images, paths)
+            features = self.cached_features(images, paths, self.model.extract_features)
             if not started:
                 shapes = [level.shape[1:] for level in features]
                 pool.begin(num_classes or 1, self.model.key_dim(features), shapes)
@@ -216,58 +174,12 @@ class Pnpt(AnomalibModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""
         del args, kwargs
-        features = self._features(batch.image, getattr(batch, "image_path", None))
+        features = self.cached_features(batch.image, getattr(batch, "image_path", None), self.model.extract_features)
         loss = self.model.training_loss(features)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
-
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Predict scores and maps (the post-processor calibrates on them)."""
-        del args, kwargs
-        predictions, _ = self.model.predict(batch.image)
-        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
-
-    def on_test_start(self) -> None:
-        """Reset the retrieval-accuracy counters."""
-        self._retrieval = torch.zeros(2, dtype=torch.long)
-
-    def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Predict, and count how often the retrieved class is the sample's class."""
-        del args, kwargs
-        predictions, class_ids = self.model.predict(batch.image)
-        truth = getattr(batch, "category_id", None)
-        if truth is not None and self.model.prompt_pool.num_classes > 1:
-            self._retrieval += torch.tensor([int((class_ids.cpu() == truth.cpu()).sum()), len(truth)])
-        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
-
-    def on_test_epoch_end(self) -> None:
-        """Log the class-retrieval accuracy of the test run."""
-        correct, total = self._retrieval.tolist()
-        if total:
-            self.log("retrieval_accuracy", correct / total)
-            logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over the trainable (non-backbone) parameters."""
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also save the class names of the prompt pool."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["prompt_categories"] = list(self.prompt_categories)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the class names of the prompt pool."""
-        super().on_load_checkpoint(checkpoint)
-        self.prompt_categories = list(checkpoint.get("prompt_categories", []))
-
-    @property
-    def learning_type(self) -> LearningType:
-        """One-class: trained on normal images only."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """No sanity validation: the prompt pool is only built when training starts."""
-        return {"num_sanity_val_steps": 0}

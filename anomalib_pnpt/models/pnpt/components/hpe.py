@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_pnpt.feature_jitter import feature_jitter
+
 
 def sincos_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding ``(h * w, dim)`` (half the channels per axis)."""
@@ -94,9 +96,8 @@ class HierarchicalPatchEmbedding(nn.Module):
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Embed the maps as tokens ``(B, L, C)`` (with jitter in training mode, position added)."""
         vectors = self.patch_vectors(maps)
-        if self.training and self.noise_scale > 0:
-            norm = vectors.norm(dim=-1, keepdim=True)
-            vectors = vectors + torch.randn_like(vectors) * (self.noise_scale * norm / vectors.shape[-1])
+        if self.training:
+            vectors = feature_jitter(vectors, self.noise_scale)
         tokens = self.projection(vectors)
         grid = maps[0].shape[-2] // self.patch_sizes[0], maps[0].shape[-1] // self.patch_sizes[0]
         return tokens + sincos_position_embedding(grid, tokens.shape[-1]).to(tokens)

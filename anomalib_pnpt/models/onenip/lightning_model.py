@@ -1,0 +1,346 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""OneNIP as an anomalib model: one normal image prompt per class, retrieved without a label.
+
+OneNIP (Gao, "Learning to Detect Multi-class Anomalies with Just One Normal Image Prompt", ECCV 2024)
+reconstructs a frozen CNN's features of the input from the features of ONE normal image of the same class
+(the prompt) through a bidirectional cross-attention decoder, learns to restore synthetic anomalies to the
+clean features, and sharpens the map with a supervised refiner.
+
+The prompt pool is built from the training images by :class:`PromptPoolCallback` (registered
+automatically) before the first optimisation step; at test and in export the prompt is retrieved by cosine
+similarity of pooled features. The refiner's scale (``s`` in ``S = (1 - alpha) S_rec + alpha s M_hat``) is
+calibrated on normal TRAINING images before every validation and at the end of training — never on test
+data. The clean images' backbone features are cached across epochs (``cache_features``); the synthetic
+copies are new every step, so their features are always computed.
+
+Example:
+    >>> from anomalib.engine import Engine  # doctest: +SKIP
+    >>> from anomalib_pnpt import OneNip  # doctest: +SKIP
+    >>> from anomalib_pnpt.data import MultiClassMVTecAD  # doctest: +SKIP
+    >>> model = OneNip(backbone="tf_efficientnet_lite2", texture_dir="../shared/data/dtd")  # doctest: +SKIP
+    >>> engine = Engine(max_epochs=20)  # doctest: +SKIP
+    >>> engine.fit(model, datamodule=MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
+
+CLI:
+    ``anomalib train --model anomalib_pnpt.OneNip --data anomalib_pnpt.data.MultiClassMVTecAD
+    --data.root ../shared/data/industrial``
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch.nn import functional as F  # noqa: N812
+
+from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
+from anomalib_pnpt.models.onenip.torch_model import OneNipModel
+from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule, backbone_normalization
+from anomalib_pnpt.prompt_pool import preprocessed_batches
+
+logger = logging.getLogger(__name__)
+
+
+class OneNip(PromptedAnomalyModule):
+    """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
+
+    Every argument is plain data. Defaults are the paper's settings; open choices are documented in the
+    model's README and in :class:`OneNipModel`.
+
+    Args:
+        backbone: timm backbone (paper: ``efficientnet_b4``; offline: ``tf_efficientnet_lite2``).
+        layers: Feature indices resized to stride 16 and concatenated (paper: stages 1-4).
+        pre_trained: Load ImageNet backbone weights.
+        weights_path: Local backbone weights for hub backbones on an offline machine.
+        image_size: Input side (paper: 224).
+        hidden_dim: Token width (paper: 256).
+        num_heads: Attention heads (paper: 8).
+        num_encoder_layers: Encoder depth (paper: 4).
+        num_decoder_layers: Decoder depth (paper: 4).
+        ffn_dim: FFN width (paper: 1024).
+        dropout: Dropout (paper: 0.1).
+        neighbor_size: Neighbour-mask window (default feature size // 2); 0 disables it.
+        noise_scale: Feature-jitter strength (paper: 20).
+        prompt_mode: ``"dynamic"`` (paper), ``"static"`` or ``"none"`` (Table 4a ablation).
+        prompts_per_class: Prompt images per class in the inference pool (paper: 1).
+        training_prompts_per_class: Images per class kept to draw random training prompts from.
+        use_restoration: Restoration stream on synthetic anomalies (Table 4a ablation).
+        use_refiner: Refiner and its map (Table 4a ablation; needs the restoration stream).
+        refiner_channels: Refiner width (paper: 128).
+        alpha: Refiner weight in the map (paper: 0.5).
+        score_pool: Average-pool side before the image-score maximum (paper: 16).
+        dice_weight: Weight of the Dice loss (paper: 0.5).
+        texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
+        cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
+        calibration_images: Normal training images used to calibrate the refiner scale.
+        learning_rate: AdamW learning rate (paper: 1e-4).
+        weight_decay: AdamW weight decay (paper: 1e-4).
+        gradient_clip: Gradient-norm clipping (paper: 0.1).
+        lr_drop_fraction: Learning rate x0.1 after this fraction of the epochs (paper: 800 of 1000).
+        cache_features: Reuse the clean training images' backbone features across epochs.
+        pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
+        post_processor: anomalib post-processor.
+        evaluator: anomalib evaluator.
+        visualizer: anomalib visualizer.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_b4",
+        layers: Sequence[int] = (0, 1, 2, 3),
+        pre_trained: bool = True,
+        weights_path: str | None = None,
+        image_size: int = 224,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        neighbor_size: int | None = None,
+        noise_scale: float = 20.0,
+        prompt_mode: str = "dynamic",
+        prompts_per_class: int = 1,
+        training_prompts_per_class: int = 32,
+        use_restoration: bool = True,
+        use_refiner: bool = True,
+        refiner_channels: int = 128,
+        alpha: float = 0.5,
+        score_pool: int = 16,
+        dice_weight: float = 0.5,
+        texture_dir: str | None = None,
+        cutpaste_probability: float = 0.5,
+        calibration_images: int = 256,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 1e-4,
+        gradient_clip: float = 0.1,
+        lr_drop_fraction: float = 0.8,
+        cache_features: bool = True,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            backbone=backbone,
+            image_size=image_size,
+            cache_features=cache_features,
+            feature_id=f"onenip:{backbone}:{list(layers)}:{pre_trained}:{weights_path}",
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.gradient_clip = gradient_clip
+        self.lr_drop_fraction = lr_drop_fraction
+        self.calibration_images = calibration_images
+        self.model = OneNipModel(
+            backbone=backbone,
+            layers=layers,
+            pre_trained=pre_trained,
+            weights_path=weights_path,
+            image_size=image_size,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            num_encoder_layers=num_encoder_layers,
+            num_decoder_layers=num_decoder_layers,
+            ffn_dim=ffn_dim,
+            dropout=dropout,
+            neighbor_size=neighbor_size,
+            noise_scale=noise_scale,
+            prompt_mode=prompt_mode,
+            prompts_per_class=prompts_per_class,
+            training_prompts_per_class=training_prompts_per_class,
+            use_restoration=use_restoration,
+            use_refiner=use_refiner,
+            refiner_channels=refiner_channels,
+            alpha=alpha,
+            score_pool=score_pool,
+            dice_weight=dice_weight,
+        )
+        mean, std = backbone_normalization(backbone)
+        self.anomaly_generator = SyntheticAnomalyGenerator(
+            texture_dir=texture_dir, mean=mean, std=std, cutpaste_probability=cutpaste_probability
+        )
+        self._calibrated_at_step = -1
+        self.synthesis_seconds = 0.0  # time spent generating synthetic anomalies (measured, logged)
+
+    def _clean_features(self, images: torch.Tensor, paths: Sequence[str] | None) -> torch.Tensor:
+        return self.cached_features(images, paths, lambda x: [self.model.extract_features(x)])[0]
+
+    # ------------------------------------------------------------------ prompt pool
+    @torch.no_grad()
+    def build_prompt_pool(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[str]]],
+        num_classes: int | None = None,
+    ) -> None:
+        """Choose the prompt images of every class and fill the pool and the training-prompt bank.
+
+        One pass over the training data: per class, the sum of pooled keys (for the class mean) and a bank
+        of up to ``training_prompts_per_class`` images chosen by a hash of their path — so the choice does
+        not depend on the loader's order and every DDP rank picks the same images. The inference prompts
+        are the ``prompts_per_class`` bank images closest (cosine) to their class's mean key.
+
+        Args:
+            batches: Pre-processed ``(images, class_ids, paths)`` training batches (the callback supplies them).
+            num_classes: Number of classes; ``None`` means 1.
+        """
+        num_classes = num_classes or 1
+        k = self.model.prompts_per_class
+        capacity = max(self.model.training_prompts_per_class, k)
+        key_sums: torch.Tensor | None = None
+        counts = torch.zeros(num_classes)
+        banks: list[list[tuple[int, str, torch.Tensor, torch.Tensor]]] = [[] for _ in range(num_classes)]
+        for images, class_ids, paths in batches:
+            features = self._clean_features(images, paths)
+            keys = self.model.global_key(features).cpu()
+            if key_sums is None:
+                key_sums = torch.zeros(num_classes, keys.shape[1])
+            ids = class_ids.cpu().long()
+            key_sums.index_add_(0, ids, keys)
+            counts.index_add_(0, ids, torch.ones(len(ids)))
+            for row, (class_id, path) in enumerate(zip(ids.tolist(), paths, strict=True)):
+                # max-heap by hash (negated): keeps the ``capacity`` smallest hashes
+                entry = (-zlib.crc32(str(path).encode()), str(path), keys[row], features[row].cpu())
+                if len(banks[class_id]) < capacity:
+                    heapq.heappush(banks[class_id], entry)
+                elif entry[0] > banks[class_id][0][0]:
+                    heapq.heapreplace(banks[class_id], entry)
+        if key_sums is None:
+            msg = "No training batch to build the prompt pool from."
+            raise RuntimeError(msg)
+        prompt_ids, prompt_features, bank_ids, bank_features = [], [], [], []
+        for class_id, heap in enumerate(banks):
+            if len(heap) < k:
+                msg = f"Class {class_id} has {len(heap)} training images; {k} prompt images are needed."
+                raise RuntimeError(msg)
+            bank = sorted(heap, key=lambda entry: entry[1])  # by path, deterministic
+            mean_key = key_sums[class_id] / counts[class_id]
+            similarity = F.cosine_similarity(torch.stack([e[2] for e in bank]), mean_key[None], dim=1)
+            for index in similarity.argsort(descending=True)[:k].tolist():
+                prompt_ids.append(class_id)
+                prompt_features.append(bank[index][3])
+            bank_ids += [class_id] * len(bank)
+            bank_features += [e[3] for e in bank]
+        device = self.device
+        self.model.set_prompts(
+            torch.tensor(prompt_ids, device=device),
+            torch.stack(prompt_features).to(device),
+            num_classes,
+            training_features=torch.stack(bank_features).to(device),
+            training_class_ids=torch.tensor(bank_ids, device=device),
+        )
+
+    def on_train_start(self) -> None:
+        """Rebuild the training-prompt bank when resuming from a checkpoint (it is not saved)."""
+        if bool(self.model.prompt_pool.built) and self.model.training_prompts.numel() == 0:
+            datamodule = self.trainer.datamodule
+            names = getattr(datamodule, "categories", None)
+            self.build_prompt_pool(
+                preprocessed_batches(datamodule.train_dataloader(), self), num_classes=len(names) if names else None
+            )
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
+        """OneNIP loss: reconstruction from a same-class prompt, restoration of synthetic anomalies, Dice."""
+        del args, kwargs
+        images = batch.image
+        features = self._clean_features(images, getattr(batch, "image_path", None))
+        class_ids = getattr(batch, "category_id", None)
+        if class_ids is None:
+            class_ids = torch.zeros(len(images), dtype=torch.long)
+        class_ids = class_ids.to(images.device).long()
+        synthetic_features = masks = None
+        if self.model.use_restoration:
+            start = time.perf_counter()
+            synthetic, masks = self.anomaly_generator(images)
+            self.synthesis_seconds += time.perf_counter() - start
+            synthetic_features = self.model.extract_features(synthetic)
+        losses = self.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
+        self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
+        for name in ("reconstruction", "restoration", "dice"):
+            if name in losses:
+                self.log(f"train_{name}", losses[name], on_epoch=True, batch_size=len(images))
+        return {"loss": losses["loss"]}
+
+    # ------------------------------------------------------------------ refiner calibration
+    @torch.no_grad()
+    def calibrate_refiner_scale(self, batches: Iterable[tuple[torch.Tensor, Any, Any]]) -> float:
+        """Set the refiner scale ``s`` to the largest ``S_rec`` value over normal images.
+
+        Args:
+            batches: Pre-processed ``(images, ...)`` batches of normal images (training data), in eval mode.
+
+        Returns:
+            The new scale.
+        """
+        largest, seen = 0.0, 0
+        for images, *_ in batches:
+            largest = max(largest, float(self.model.reconstruction_error(images).amax()))
+            seen += len(images)
+            if seen >= self.calibration_images:
+                break
+        if seen:
+            self.model.anomaly_map_generator.refiner_scale.fill_(largest)
+        return largest
+
+    def _calibrate_from_training_data(self) -> None:
+        if self.model.refiner is None or self._calibrated_at_step == self.trainer.global_step:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        was_training = self.training
+        self.eval()
+        scale = self.calibrate_refiner_scale(preprocessed_batches(datamodule.train_dataloader(), self))
+        self.train(was_training)
+        self._calibrated_at_step = self.trainer.global_step
+        logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
+
+    def on_validation_start(self) -> None:
+        """Calibrate the refiner scale before validation during fitting (the post-processor sees final maps)."""
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self._calibrate_from_training_data()
+
+    def on_train_end(self) -> None:
+        """Calibrate the refiner scale if no validation followed the last training step."""
+        self._calibrate_from_training_data()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the time spent generating synthetic anomalies this epoch."""
+        self.log("synthesis_seconds", self.synthesis_seconds)
+        self.synthesis_seconds = 0.0
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW; learning rate x0.1 after ``lr_drop_fraction`` of the epochs (paper: epoch 800 of 1000)."""
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer is not None else None
+        if not max_epochs or max_epochs < 1:
+            return {"optimizer": optimizer}
+        milestone = max(1, round(self.lr_drop_fraction * max_epochs))
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[milestone], gamma=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Gradient clipping (paper: 0.1); no sanity validation (the pool is built when training starts)."""
+        return {"num_sanity_val_steps": 0, "gradient_clip_val": self.gradient_clip}

@@ -1,0 +1,173 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""What PNPT and OneNIP share as anomalib modules: a prompt pool, class retrieval, the feature cache.
+
+Both models keep a pool of per-class prompts built from the training images before the first
+optimisation step (:class:`~anomalib_pnpt.prompt_pool.PromptPoolCallback`, registered here), retrieve the
+class of every test image from it without a label, and can reuse the frozen backbone's features of
+training images across epochs. This base class holds those pieces so the two models differ only in their
+networks and losses.
+
+A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
+(InferenceBatch, class_ids)``) and implements ``build_prompt_pool`` and ``training_step``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import timm
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+from anomalib_pnpt.feature_cache import FeatureCache
+from anomalib_pnpt.prompt_pool import PromptPoolCallback
+
+logger = logging.getLogger(__name__)
+
+
+def backbone_normalization(backbone: str) -> tuple[list[float], list[float]]:
+    """ImageNet mean and std the backbone was trained with (timm's pretrained config; Lite: 0.5 / 0.5)."""
+    config = timm.get_pretrained_cfg(backbone)
+    mean = list(config.mean) if config is not None else [0.485, 0.456, 0.406]
+    std = list(config.std) if config is not None else [0.229, 0.224, 0.225]
+    return mean, std
+
+
+class PromptedAnomalyModule(AnomalibModule):
+    """Base anomalib module of the prompt-pool models.
+
+    Args:
+        backbone: timm backbone name (sets the pre-processor's normalisation).
+        image_size: Input side of the default pre-processor.
+        cache_features: Reuse training images' backbone features across epochs.
+        feature_id: Identity of the feature extractor for the cache key (name, layers, weights).
+        pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
+        post_processor: anomalib post-processor.
+        evaluator: anomalib evaluator.
+        visualizer: anomalib visualizer.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        image_size: int,
+        cache_features: bool,
+        feature_id: str,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size=(image_size, image_size), backbone=backbone)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.cache_features = cache_features
+        self.feature_cache = FeatureCache(feature_id)
+        self.prompt_categories: list[str] = []
+        self._retrieval = torch.zeros(2, dtype=torch.long)  # [correct, total] over the current test run
+
+    @classmethod
+    def configure_pre_processor(
+        cls,
+        image_size: tuple[int, int] | None = None,
+        backbone: str = "wide_resnet50_2",
+    ) -> PreProcessor:
+        """Resize to ``image_size`` (default 256 x 256) and normalise with the backbone's ImageNet statistics.
+
+        Args:
+            image_size: Target size.
+            backbone: timm name whose pretrained config gives mean and std (EfficientNet-Lite: 0.5 / 0.5).
+
+        Returns:
+            The pre-processor.
+        """
+        mean, std = backbone_normalization(backbone)
+        transform = Compose([Resize(image_size or (256, 256), antialias=True), Normalize(mean=mean, std=std)])
+        return PreProcessor(transform=transform)
+
+    def configure_callbacks(self) -> Sequence[Callback]:
+        """Anomalib's component callbacks plus the prompt-pool builder."""
+        callbacks = super().configure_callbacks()
+        callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
+        return [*callbacks, PromptPoolCallback()]
+
+    def cached_features(
+        self,
+        images: torch.Tensor,
+        paths: Sequence[str] | None,
+        extract: Callable[[torch.Tensor], list[torch.Tensor]],
+    ) -> list[torch.Tensor]:
+        """Backbone features of training images, from the cache when enabled and the paths are known.
+
+        Args:
+            images: Pre-processed images.
+            paths: Their files (the cache key); ``None`` computes without the cache.
+            extract: The frozen feature extractor, returning a list of maps.
+        """
+        if self.cache_features and paths is not None:
+            return self.feature_cache.features(paths, images, extract)
+        return extract(images)
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
+        """Predict scores and maps (the post-processor calibrates on them)."""
+        del args, kwargs
+        predictions, _ = self.model.predict(batch.image)
+        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
+
+    def on_test_start(self) -> None:
+        """Reset the retrieval-accuracy counters."""
+        self._retrieval = torch.zeros(2, dtype=torch.long)
+
+    def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
+        """Predict, and count how often the retrieved class is the sample's class."""
+        del args, kwargs
+        predictions, class_ids = self.model.predict(batch.image)
+        truth = getattr(batch, "category_id", None)
+        if truth is not None and len(self.prompt_categories) > 1:
+            self._retrieval += torch.tensor([int((class_ids.cpu() == truth.cpu()).sum()), len(truth)])
+        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
+
+    def on_test_epoch_end(self) -> None:
+        """Log the class-retrieval accuracy of the test run."""
+        correct, total = self._retrieval.tolist()
+        if total:
+            self.log("retrieval_accuracy", correct / total)
+            logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Also save the class names of the prompt pool."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["prompt_categories"] = list(self.prompt_categories)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the class names of the prompt pool."""
+        super().on_load_checkpoint(checkpoint)
+        self.prompt_categories = list(checkpoint.get("prompt_categories", []))
+
+    @property
+    def learning_type(self) -> LearningType:
+        """One-class: trained on normal images only."""
+        return LearningType.ONE_CLASS
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation: the prompt pool is only built when training starts."""
+        return {"num_sanity_val_steps": 0}

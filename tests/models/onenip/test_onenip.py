@@ -1,0 +1,172 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""OneNip as an anomalib model: pool built automatically, retrieval, detection, calibration, ablations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from anomalib.engine import Engine
+from PIL import Image
+
+from anomalib_pnpt import OneNip
+from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.prompt_pool import PromptPoolCallback, PromptPoolNotBuiltError
+
+SMALL = {
+    "backbone": "tf_efficientnet_lite0",
+    "image_size": 128,
+    "hidden_dim": 64,
+    "num_heads": 4,
+    "num_encoder_layers": 1,
+    "num_decoder_layers": 1,
+    "ffn_dim": 128,
+    "refiner_channels": 16,
+    "training_prompts_per_class": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[OneNip, Engine, MultiClassMVTecAD]:
+    torch.manual_seed(0)
+    datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=8, eval_batch_size=16)
+    model = OneNip(**SMALL, learning_rate=1e-3)
+    engine = Engine(
+        default_root_dir=tmp_path_factory.mktemp("onenip"),
+        max_epochs=15,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        check_val_every_n_epoch=15,
+    )
+    engine.fit(model, datamodule=datamodule)
+    return model, engine, datamodule
+
+
+def _load(path: Path, size: int = 128) -> torch.Tensor:
+    image = Image.open(path).convert("RGB").resize((size, size))
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
+
+
+def test_callback_registered_pool_and_bank_built(trained: tuple) -> None:
+    model, engine, datamodule = trained
+    assert any(isinstance(c, PromptPoolCallback) for c in engine.trainer.callbacks)
+    pool = model.model.prompt_pool
+    assert bool(pool.built)
+    assert pool.num_classes == 3  # one prompt image per class
+    assert pool.counts.tolist() == [1, 1, 1]
+    assert model.model.training_prompt_counts.tolist() == [4, 4, 4]
+    assert model.prompt_categories == datamodule.categories
+    # The chosen prompt is a real training image of its class: its features are in the training bank.
+    for class_id in range(3):
+        bank = model.model.training_prompts[class_id]
+        prompt = pool.prompts[0][class_id]
+        assert any(torch.allclose(prompt, member) for member in bank)
+    assert model.feature_cache.hits > 10 * model.feature_cache.misses
+
+
+def test_refiner_scale_calibrated_on_training_data(trained: tuple) -> None:
+    model, _, _ = trained
+    scale = float(model.model.anomaly_map_generator.refiner_scale)
+    assert scale != 1.0 and scale > 0
+    # It is the largest reconstruction error over normal training images (calibration_images of them).
+    model.eval()
+    batches = [(model.pre_processor.transform(torch.rand(2, 3, 128, 128)),)]
+    assert model.calibrate_refiner_scale(batches) == pytest.approx(
+        float(model.model.anomaly_map_generator.refiner_scale)
+    )
+    model.model.anomaly_map_generator.refiner_scale.fill_(scale)
+
+
+def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None:
+    model, _, datamodule = trained
+    model.eval()
+    for index, category in enumerate(datamodule.categories):
+        for path in sorted((demo_root / category / "test").rglob("*.png")):
+            images = model.pre_processor.transform(_load(path))
+            _, class_ids = model.model.predict(images)
+            assert int(class_ids) == index, path
+
+
+def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_root: Path) -> None:
+    model, _, _ = trained
+    model.eval()
+    clean = _load(demo_root / "disc" / "test" / "good" / "000.png")
+    texture = _load(demo_root / "weave" / "train" / "good" / "000.png")
+    pasted = clean.clone()
+    pasted[..., 48:80, 48:80] = texture[..., 48:80, 48:80]
+    with torch.no_grad():
+        clean_out, pasted_out = model(clean), model(pasted)
+    region = (slice(None), slice(None), slice(48, 80), slice(48, 80))
+    assert pasted_out.anomaly_map[region].mean() > clean_out.anomaly_map[region].mean() + 0.05
+    assert float(pasted_out.pred_score) > float(clean_out.pred_score)
+
+
+def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path) -> None:
+    model, engine, _ = trained
+    path = tmp_path / "onenip.ckpt"
+    engine.trainer.save_checkpoint(path)
+    loaded = OneNip.load_from_checkpoint(path).eval()
+    model.eval()
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        expected, got = model(images), loaded(images)
+    assert torch.allclose(expected.pred_score, got.pred_score, atol=1e-6)
+    assert torch.allclose(expected.anomaly_map, got.anomaly_map, atol=1e-6)
+    assert loaded.prompt_categories == model.prompt_categories
+    assert float(loaded.model.anomaly_map_generator.refiner_scale) == float(
+        model.model.anomaly_map_generator.refiner_scale
+    )
+
+
+def test_test_run_reports_retrieval_accuracy(trained: tuple) -> None:
+    model, engine, datamodule = trained
+    results = engine.test(model, datamodule=datamodule)
+    assert results[0]["retrieval_accuracy"] == 1.0
+    assert results[0]["per_class/mean/image_AUROC"] > 0.8
+
+
+def test_unbuilt_model_fails_clearly() -> None:
+    model = OneNip(**SMALL, pre_trained=False).eval()
+    with pytest.raises(PromptPoolNotBuiltError, match="Train the model"):
+        model(torch.rand(1, 3, 128, 128))
+
+
+def test_refiner_needs_restoration() -> None:
+    with pytest.raises(ValueError, match="needs use_restoration"):
+        OneNip(**SMALL, pre_trained=False, use_restoration=False)
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"prompt_mode": "none"},
+        {"prompt_mode": "static"},
+        {"use_refiner": False},
+        {"use_refiner": False, "use_restoration": False},
+        {"prompts_per_class": 2},
+    ],
+)
+def test_ablation_switches_train_and_predict(switch: dict) -> None:
+    model = OneNip(**{**SMALL, **switch}, pre_trained=False)
+    images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
+    class_ids = torch.tensor([0, 1, 0, 1])
+    model.build_prompt_pool([(images, class_ids, ["a", "b", "c", "d"])], num_classes=2)
+    model.train()
+    features = model.model.extract_features(images)
+    synthetic, masks = model.anomaly_generator(images) if model.model.use_restoration else (None, None)
+    synthetic_features = model.model.extract_features(synthetic) if synthetic is not None else None
+    losses = model.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
+    losses["loss"].backward()
+    assert ("dice" in losses) == (model.model.refiner is not None)
+    model.eval()
+    output, _ = model.model.predict(images)
+    assert output.anomaly_map.shape == (4, 1, 128, 128)
+    # every pool slot's own prompt retrieves that slot's class
+    prompts = model.model.prompt_pool.prompts[0]
+    retrieved, _ = model.model.retrieve_prompts(prompts)
+    assert retrieved.tolist() == [slot // model.model.prompts_per_class for slot in range(len(prompts))]
