@@ -41,6 +41,12 @@ from torch.nn import functional as F  # noqa: N812
 logger = logging.getLogger(__name__)
 
 
+def _tracing() -> bool:
+    """Whether the current forward pass is being traced, compiled or exported."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
+
+
 class PromptPoolNotBuiltError(RuntimeError):
     """Raised when a model is used before its prompt pool was built from training data."""
 
@@ -123,7 +129,13 @@ class PromptPool(nn.Module):
         self.built = torch.tensor(True, device=self.keys.device)
 
     def check_built(self) -> None:
-        """Raise a clear error if the pool is empty (the model was never trained or built)."""
+        """Raise a clear error if the pool is empty (the model was never trained or built).
+
+        Skipped while the model is being traced or exported: the check reads a tensor's value, which a graph
+        cannot contain (an exported model is only ever made from a trained one).
+        """
+        if _tracing():
+            return
         if not bool(self.built):
             msg = (
                 "The prompt pool is empty: it is built from the training images when training starts "
