@@ -201,7 +201,7 @@ class PromptPoolCallback(Callback):
         pl_module.build_prompt_pool(preprocessed_batches(dataloader, pl_module), num_classes=num_classes)
         if categories:
             pl_module.prompt_categories = list(categories)
-        logger.info("Prompt pool built: %d classes, %s images per class", pool.num_classes, pool.counts.tolist())
+        logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
 
 
 def preprocessed_batches(dataloader: Any, pl_module: LightningModule) -> Any:

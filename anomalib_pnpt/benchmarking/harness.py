@@ -146,7 +146,11 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
     model = build_model(job.class_path, job.init_args)
     evaluation = PerClassEvaluation(output_dir=output_dir)
     callbacks: list = [evaluation]
-    curve = LearningCurve(job.learning_curve_epochs) if job.learning_curve_epochs else None
+    curve = (
+        LearningCurve(job.learning_curve_epochs, output=Path(output_dir) / "learning_curve.csv")
+        if job.learning_curve_epochs
+        else None
+    )
     if curve is not None:
         callbacks.append(curve)
     engine = Engine(

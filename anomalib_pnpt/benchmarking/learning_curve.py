@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -34,10 +36,11 @@ class LearningCurve(Callback):
         map_size: Side to which maps are resized for pixel metrics (bounds the cost of frequent evaluation).
     """
 
-    def __init__(self, epochs: Sequence[int], map_size: int = 128) -> None:
+    def __init__(self, epochs: Sequence[int], map_size: int = 128, output: str | Path | None = None) -> None:
         super().__init__()
         self.epochs = sorted({int(e) for e in epochs})
         self.map_size = map_size
+        self.output = Path(output) if output is not None else None
         self.rows: list[dict[str, Any]] = []
         self._start = time.perf_counter()
 
@@ -56,6 +59,10 @@ class LearningCurve(Callback):
         train_seconds = evaluation_start - self._start
         was_training = pl_module.training
         pl_module.eval()
+        # Models with evaluation-time calibration (OneNIP's refiner scale) refresh it from training data first.
+        prepare = getattr(pl_module, "prepare_for_evaluation", None)
+        if callable(prepare):
+            prepare()
         categories, scores, labels, maps, masks = [], [], [], [], []
         for batch in trainer.datamodule.test_dataloader():
             images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
@@ -78,6 +85,8 @@ class LearningCurve(Callback):
             self.rows.append(
                 {"epoch": epoch, "train_s": train_seconds, "category": name, **{m: float(row[m]) for m in METRICS}}
             )
+        if self.output is not None:  # written after every evaluation, so a run cut short keeps its points
+            pd.DataFrame(self.rows).to_csv(self.output, index=False)
         if was_training:
             pl_module.train()
         self._start += time.perf_counter() - evaluation_start  # the training clock excludes evaluation

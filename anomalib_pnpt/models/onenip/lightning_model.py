@@ -314,6 +314,10 @@ class OneNip(PromptedAnomalyModule):
         self._calibrated_at_step = self.trainer.global_step
         logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
 
+    def prepare_for_evaluation(self) -> None:
+        """Refresh the refiner scale from training data (called by evaluations made during training)."""
+        self._calibrate_from_training_data()
+
     def on_validation_start(self) -> None:
         """Calibrate the refiner scale before validation during fitting (the post-processor sees final maps)."""
         if self.trainer.state.fn == TrainerFn.FITTING:
