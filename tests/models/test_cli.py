@@ -1,0 +1,95 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""``anomalib train / test / predict --model anomalib_pnpt.<Model>`` with each model's CPU config."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
+# Per model: its CPU config, arguments that make it tiny, and the same model arguments for ``predict``
+# (which takes the model from the command line, not from the config).
+MODELS = {
+    "Pnpt": (
+        "configs/pnpt_cpu.yaml",
+        {"image_size": "128", "hidden_dim": "32", "num_layers": "1"},
+        {"backbone": "tf_efficientnet_lite2", "num_semantic_tokens": "20", "ffn_dim": "512"},
+    ),
+    "OneNip": (
+        "configs/onenip_cpu.yaml",
+        # the config's DTD folder may be absent (CI): noise textures
+        {
+            "image_size": "128",
+            "hidden_dim": "32",
+            "num_encoder_layers": "1",
+            "num_decoder_layers": "1",
+            "texture_dir": "null",
+        },
+        {"backbone": "tf_efficientnet_lite2", "ffn_dim": "512"},
+    ),
+}
+
+
+def _run(arguments: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [ANOMALIB, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_train_test_predict_from_checkpoint(name: str, demo_root: Path, tmp_path: Path) -> None:
+    config_file, small, fixed = MODELS[name]
+    data = ["--data.init_args.root", str(demo_root), "--data.init_args.num_workers", "0"]
+    small_args = [item for key, value in small.items() for item in (f"--model.init_args.{key}", value)]
+    config = ["--config", config_file, *data, *small_args]
+    _run(
+        [
+            "train",
+            *config,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--default_root_dir",
+            str(tmp_path / "train"),
+        ]
+    )
+    checkpoint = next((tmp_path / "train").rglob("*.ckpt"))
+
+    tested = _run(["test", *config, "--ckpt_path", str(checkpoint), "--default_root_dir", str(tmp_path / "test")])
+    assert "retrieval_accuracy" in tested.stdout
+    assert next((tmp_path / "test").rglob("per_class_metrics.csv"))
+
+    model_args = [item for key, value in {**fixed, **small}.items() for item in (f"--model.{key}", value)]
+    defects = demo_root / "disc" / "test" / "scratch"
+    _run(
+        [
+            "predict",
+            "--model",
+            f"anomalib_pnpt.{name}",
+            *model_args,
+            "--ckpt_path",
+            str(checkpoint),
+            "--data",
+            str(defects),
+            "--default_root_dir",
+            str(tmp_path / "predict"),
+        ]
+    )
+    assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defects.iterdir()))
