@@ -142,6 +142,9 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
         eval_batch_size=job.eval_batch_size,
         num_workers=job.num_workers,
         per_class_evaluation=False,
+        # The papers' protocol trains on ALL training images, and the table's metrics are threshold-free
+        # (raw scores), so no held-out calibration split is taken here.
+        val_split_mode="same_as_test",
     )
     model = build_model(job.class_path, job.init_args)
     evaluation = PerClassEvaluation(output_dir=output_dir)

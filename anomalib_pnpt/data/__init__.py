@@ -13,7 +13,12 @@ from anomalib_pnpt.data.datamodules import (
 )
 from anomalib_pnpt.data.dataset import ImageReadError, MultiClassDataset
 from anomalib_pnpt.data.demo import make_demo_dataset
-from anomalib_pnpt.data.items import MultiClassImageBatch, MultiClassImageItem
+from anomalib_pnpt.data.items import (
+    MultiClassImageBatch,
+    MultiClassImageItem,
+    MultiClassInferenceBatch,
+    MultiClassNumpyImageBatch,
+)
 
 __all__ = [
     "DataLayoutError",
@@ -24,7 +29,9 @@ __all__ = [
     "MultiClassFolder",
     "MultiClassImageBatch",
     "MultiClassImageItem",
+    "MultiClassInferenceBatch",
     "MultiClassMVTecAD",
+    "MultiClassNumpyImageBatch",
     "MultiClassVisa",
     "make_demo_dataset",
 ]

@@ -33,10 +33,13 @@ CLI:
 from __future__ import annotations
 
 import logging
+import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from anomalib.data import AnomalibDataModule
 from anomalib.data.datasets import BTechDataset, FolderDataset, MVTecADDataset, VisaDataset
 from anomalib.data.datasets.base.image import AnomalibDataset
@@ -122,9 +125,11 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
         augmentations: Optional transform for all splits.
         test_split_mode: anomalib's test split mode.
         test_split_ratio: Fraction of normal training images moved to the test set for synthetic modes.
-        val_split_mode: anomalib's validation split mode (``same_as_test`` as anomalib's MVTecAD;
-            ``from_train`` holds out normal training images, needed for per-class calibration).
-        val_split_ratio: Fraction for the validation split.
+        val_split_mode: anomalib's validation split mode. Default ``from_train``: a fraction of every
+            class's normal training images is held out, so thresholds are calibrated per class without
+            touching the test set (anomalib's MVTecAD uses ``same_as_test``, i.e. calibrates on the test set).
+        val_split_ratio: Fraction for the validation split (with ``from_train``: of each class's training
+            images, at least one per class).
         seed: Seed for the random splits.
         per_class_evaluation: Attach :class:`~anomalib_pnpt.evaluation.PerClassEvaluation` on setup.
     """
@@ -144,8 +149,8 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
         augmentations: Transform | None = None,
         test_split_mode: TestSplitMode | str = TestSplitMode.FROM_DIR,
         test_split_ratio: float = 0.2,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
-        val_split_ratio: float = 0.5,
+        val_split_mode: ValSplitMode | str = ValSplitMode.FROM_TRAIN,
+        val_split_ratio: float = 0.1,
         seed: int | None = None,
         per_class_evaluation: bool = True,
     ) -> None:
@@ -229,6 +234,28 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
     def _setup(self, _stage: str | None = None) -> None:
         self.train_data = self._build_split(Split.TRAIN)
         self.test_data = self._build_split(Split.TEST)
+
+    def _create_val_split(self) -> None:
+        """``from_train``: hold out ``val_split_ratio`` of EACH class's training images (at least one).
+
+        anomalib's split samples the concatenated training set, which can leave a small class without any
+        validation image -- and then without its own calibration.
+        """
+        if ValSplitMode(self.val_split_mode) != ValSplitMode.FROM_TRAIN:
+            super()._create_val_split()
+            return
+        samples = self.train_data.samples
+        generator = random.Random(self.seed if self.seed is not None else 0)
+        held_out: list[int] = []
+        for category in self.categories:
+            indices = [int(i) for i in np.flatnonzero(samples.category.to_numpy() == category)]
+            if len(indices) < 2:
+                continue  # keep a lone image for training
+            count = min(max(math.ceil(self.val_split_ratio * len(indices)), 1), len(indices) - 1)
+            held_out += generator.sample(indices, count)
+        kept = sorted(set(range(len(samples))) - set(held_out))
+        self.val_data = self.train_data.subsample(sorted(held_out))
+        self.train_data = self.train_data.subsample(kept)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets and attach the per-class evaluator to the trainer (first in the list)."""
@@ -320,8 +347,8 @@ class MultiClassFolder(MultiClassDataModule):
         num_workers: int = 4,
         test_split_mode: TestSplitMode | str = TestSplitMode.FROM_DIR,
         test_split_ratio: float = 0.2,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
-        val_split_ratio: float = 0.5,
+        val_split_mode: ValSplitMode | str = ValSplitMode.FROM_TRAIN,
+        val_split_ratio: float = 0.1,
         seed: int | None = None,
         per_class_evaluation: bool = True,
     ) -> None:

@@ -1,13 +1,15 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Image items and batches that carry their class.
+"""Image items and batches that carry their class, and the inference output that carries the retrieved one.
 
 anomalib's :class:`~anomalib.data.ImageItem` has no class field, because anomalib trains one class at a
 time. These subclasses add ``category`` (the class name) and ``category_id`` (its index in the
 datamodule's sorted category list) to the item, the batch and their numpy twins, so every stock anomalib
 component (models, post-processor, visualizer, exporter) keeps working while prompt pools and the
-per-class evaluator can read the class.
+per-class evaluator can read the class. ``pred_category_id`` is the class the model RETRIEVED (no label
+needed), and :class:`MultiClassInferenceBatch` is anomalib's ``InferenceBatch`` plus that field: what the
+prompt-pool models and their exported graphs return.
 
 Example:
     >>> import torch
@@ -21,8 +23,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from anomalib.data import ImageBatch, ImageItem, NumpyImageBatch, NumpyImageItem
 
@@ -33,6 +36,8 @@ class MultiClassNumpyImageItem(NumpyImageItem):
 
     category: str | None = None
     category_id: int | None = None
+    pred_category_id: int | None = None
+    pred_category: str | None = None
 
 
 @dataclass
@@ -41,7 +46,9 @@ class MultiClassNumpyImageBatch(NumpyImageBatch):
 
     item_class: ClassVar[type[NumpyImageItem]] = MultiClassNumpyImageItem
     category: list[str] | None = None
-    category_id: object | None = None
+    category_id: np.ndarray | None = None
+    pred_category_id: np.ndarray | None = None
+    pred_category: list[str] | None = None
 
 
 @dataclass
@@ -51,6 +58,7 @@ class MultiClassImageItem(ImageItem):
     numpy_class: ClassVar[type[NumpyImageItem]] = MultiClassNumpyImageItem
     category: str | None = None
     category_id: torch.Tensor | None = None
+    pred_category_id: torch.Tensor | None = None
 
 
 @dataclass
@@ -61,3 +69,17 @@ class MultiClassImageBatch(ImageBatch):
     numpy_class: ClassVar[type[NumpyImageBatch]] = MultiClassNumpyImageBatch
     category: list[str] | None = None
     category_id: torch.Tensor | None = None
+    pred_category_id: torch.Tensor | None = None
+
+
+class MultiClassInferenceBatch(NamedTuple):
+    """anomalib's ``InferenceBatch`` plus the class retrieved from the prompt pool (``(B,)`` long).
+
+    The field names become the output names of an exported ONNX / OpenVINO graph.
+    """
+
+    pred_score: torch.Tensor | None = None
+    pred_label: torch.Tensor | None = None
+    anomaly_map: torch.Tensor | None = None
+    pred_mask: torch.Tensor | None = None
+    pred_category_id: torch.Tensor | None = None

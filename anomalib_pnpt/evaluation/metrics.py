@@ -94,6 +94,23 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def f1_score(predictions: torch.Tensor, labels: torch.Tensor) -> float:
+    """F1 of binary predictions (labels or mask pixels); ``nan`` when there is neither a positive nor a hit.
+
+    Args:
+        predictions: Any shape, truthy where predicted anomalous.
+        labels: Same shape, 1 for anomalous.
+
+    Returns:
+        ``2 TP / (2 TP + FP + FN)`` in ``[0, 1]`` or ``nan``.
+    """
+    predicted = predictions.flatten().bool().cpu()
+    actual = labels.flatten().bool().cpu()
+    true_positives = int((predicted & actual).sum())
+    denominator = 2 * true_positives + int((predicted & ~actual).sum()) + int((~predicted & actual).sum())
+    return 2 * true_positives / denominator if denominator else math.nan
+
+
 def pro_curve(maps: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-region-overlap curve: FPR and mean region overlap at every distinct threshold.
 

@@ -9,14 +9,21 @@ class of every test image from it without a label, and can reuse the frozen back
 training images across epochs. This base class holds those pieces so the two models differ only in their
 networks and losses.
 
+Post-processing is per class (:class:`~anomalib_pnpt.per_class_calibration.PerClassPostProcessor`): every
+prediction carries the retrieved class (``pred_category_id``), validation calibrates each class's
+normalisation and thresholds on its normal images, and ``forward`` -- the graph anomalib exports --
+returns a :class:`~anomalib_pnpt.data.items.MultiClassInferenceBatch` with the retrieved class as an output.
+
 A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
 (InferenceBatch, class_ids)``) and implements ``build_prompt_pool`` and ``training_step``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -32,7 +39,9 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
+from anomalib_pnpt.data.items import MultiClassInferenceBatch
 from anomalib_pnpt.feature_cache import FeatureCache
+from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
 
 logger = logging.getLogger(__name__)
@@ -55,7 +64,8 @@ class PromptedAnomalyModule(AnomalibModule):
         cache_features: Reuse training images' backbone features across epochs.
         feature_id: Identity of the feature extractor for the cache key (name, layers, weights).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
-        post_processor: anomalib post-processor.
+        post_processor: anomalib post-processor, or ``True`` for a
+            :class:`~anomalib_pnpt.per_class_calibration.PerClassPostProcessor`.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
     """
@@ -103,6 +113,48 @@ class PromptedAnomalyModule(AnomalibModule):
         transform = Compose([Resize(image_size or (256, 256), antialias=True), Normalize(mean=mean, std=std)])
         return PreProcessor(transform=transform)
 
+    @classmethod
+    def configure_post_processor(cls) -> PostProcessor:
+        """Per-class normalisation and thresholds, calibrated on normal validation images."""
+        return PerClassPostProcessor()
+
+    def forward(self, batch: torch.Tensor, *args, **kwargs) -> MultiClassInferenceBatch:  # noqa: ANN002, ANN003
+        """Pre-process, predict and post-process with the retrieved class's calibration (the exported graph).
+
+        Args:
+            batch: ``(B, 3, H, W)`` images in ``[0, 1]``.
+            *args: Unused.
+            **kwargs: Unused.
+
+        Returns:
+            Normalised score, label, map and mask, and the retrieved class index of every image.
+        """
+        del args, kwargs
+        images = self.pre_processor(batch) if self.pre_processor else batch
+        predictions, class_ids = self.model.predict(images)
+        if isinstance(self.post_processor, PerClassPostProcessor):
+            predictions = self.post_processor(predictions, class_ids)
+        elif self.post_processor:
+            predictions = self.post_processor(predictions)
+        return MultiClassInferenceBatch(*predictions, pred_category_id=class_ids)
+
+    def to_onnx(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
+        """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes)."""
+        path = super().to_onnx(export_root, *args, **kwargs)
+        self._write_categories(path)
+        return path
+
+    def to_openvino(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
+        """Export to OpenVINO as anomalib does, plus ``categories.json`` beside it."""
+        path = super().to_openvino(export_root, *args, **kwargs)
+        self._write_categories(path)
+        return path
+
+    def _write_categories(self, model_path: Path) -> None:
+        from anomalib_pnpt.deploy import CATEGORIES_FILE
+
+        (Path(model_path).parent / CATEGORIES_FILE).write_text(json.dumps(list(self.prompt_categories)))
+
     def configure_callbacks(self) -> Sequence[Callback]:
         """Anomalib's component callbacks plus the prompt-pool builder."""
         callbacks = super().configure_callbacks()
@@ -127,10 +179,18 @@ class PromptedAnomalyModule(AnomalibModule):
         return extract(images)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Predict scores and maps (the post-processor calibrates on them)."""
+        """Predict scores, maps and retrieved classes (the post-processor calibrates each class on them)."""
         del args, kwargs
-        predictions, _ = self.model.predict(batch.image)
-        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
+        predictions, class_ids = self.model.predict(batch.image)
+        return self._with_predictions(batch, predictions, class_ids)
+
+    @staticmethod
+    def _with_predictions(batch: Batch, predictions: Any, class_ids: torch.Tensor) -> Batch:
+        """The batch with raw scores and maps, and the retrieved class as ``pred_category_id``."""
+        batch = batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
+        # Stock anomalib batches have no such field; an attribute still reaches the post-processor.
+        batch.pred_category_id = class_ids
+        return batch
 
     def on_test_start(self) -> None:
         """Reset the retrieval-accuracy counters."""
@@ -143,7 +203,7 @@ class PromptedAnomalyModule(AnomalibModule):
         truth = getattr(batch, "category_id", None)
         if truth is not None and len(self.prompt_categories) > 1:
             self._retrieval += torch.tensor([int((class_ids.cpu() == truth.cpu()).sum()), len(truth)])
-        return batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
+        return self._with_predictions(batch, predictions, class_ids)
 
     def on_test_epoch_end(self) -> None:
         """Log the class-retrieval accuracy of the test run."""

@@ -42,8 +42,13 @@ def test_all_categories_found_sorted_and_tagged(demo_root: Path) -> None:
     for path, name, index in zip(batch.image_path, batch.category, batch.category_id.tolist(), strict=True):
         assert Path(path).parts[-4] == name  # <root>/<category>/test/<defect>/<file>
         assert datamodule.categories[index] == name
-    assert len(datamodule.train_data) == 3 * 8
+    # The default validation split holds out 10 % (at least one) of EACH class's normal training images.
+    assert len(datamodule.train_data) == 3 * 7
     assert set(datamodule.train_data.samples.category) == {"disc", "tiles", "weave"}
+    assert datamodule.val_data.samples.category.value_counts().to_dict() == {"disc": 1, "tiles": 1, "weave": 1}
+    assert set(datamodule.val_data.samples.label_index) == {0}
+    assert not set(datamodule.val_data.samples.image_path) & set(datamodule.train_data.samples.image_path)
+    assert not set(datamodule.val_data.samples.image_path) & set(datamodule.test_data.samples.image_path)
 
 
 def test_subset_of_categories_and_ids_follow_sorted_list(demo_root: Path) -> None:
@@ -140,7 +145,7 @@ def test_grayscale_dataset_gives_rgb_batches(industrial_root: Path) -> None:
 
 
 def test_industrial_counts(industrial_root: Path) -> None:
-    datamodule = MultiClassMVTecAD(root=industrial_root, num_workers=0)
+    datamodule = MultiClassMVTecAD(root=industrial_root, num_workers=0, val_split_mode="same_as_test")
     datamodule.setup()
     assert datamodule.categories == ["bottle", "hazelnut_toy", "magnetic_tile"]
     train = datamodule.train_data.samples.category.value_counts().to_dict()

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""``anomalib train / test / predict --model anomalib_pnpt.<Model>`` with each model's CPU config."""
+"""``anomalib train / test / predict / export --model anomalib_pnpt.<Model>`` with each model's CPU config."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _run(arguments: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
-def test_train_test_predict_from_checkpoint(name: str, demo_root: Path, tmp_path: Path) -> None:
+def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, tmp_path: Path) -> None:
     config_file, small, fixed = MODELS[name]
     data = ["--data.init_args.root", str(demo_root), "--data.init_args.num_workers", "0"]
     small_args = [item for key, value in small.items() for item in (f"--model.init_args.{key}", value)]
@@ -93,3 +93,25 @@ def test_train_test_predict_from_checkpoint(name: str, demo_root: Path, tmp_path
         ]
     )
     assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defects.iterdir()))
+
+    # Export from the checkpoint with anomalib's CLI; the OpenVINO model retrieves the class of a raw file.
+    _run(
+        [
+            "export",
+            "--model",
+            f"anomalib_pnpt.{name}",
+            *model_args,
+            "--ckpt_path",
+            str(checkpoint),
+            "--export_type",
+            "openvino",
+            "--default_root_dir",
+            str(tmp_path / "export"),
+        ]
+    )
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    exported = next((tmp_path / "export").rglob("model.xml"))
+    prediction = MultiClassOpenVINOInferencer(exported).predict(next(defects.iterdir()))
+    assert prediction.pred_category == ["disc"]
+    assert prediction.pred_label is not None and prediction.pred_mask is not None

@@ -56,7 +56,7 @@ def test_callback_registered_and_pool_built(trained: tuple) -> None:
     pool = model.model.prompt_pool
     assert bool(pool.built)
     assert pool.num_classes == 3
-    assert pool.counts.tolist() == [8, 8, 8]
+    assert pool.counts.tolist() == [7, 7, 7]  # one of 8 per class held out for calibration
     assert model.prompt_categories == datamodule.categories
     # Training reused the cached backbone features after the first pass.
     assert model.feature_cache.hits > 10 * model.feature_cache.misses
@@ -84,7 +84,11 @@ def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_r
     # model(...) runs anomalib's whole chain (pre-processing, network, post-processing).
     region = (slice(None), slice(None), slice(48, 72), slice(48, 72))
     assert pasted_out.anomaly_map[region].mean() > clean_out.anomaly_map[region].mean() + 0.05
-    assert float(pasted_out.pred_score) > float(clean_out.pred_score)
+    assert bool(pasted_out.pred_label)  # above its class's calibrated threshold
+    # Normalised scores saturate at 1 above the threshold: compare the raw ones.
+    with torch.no_grad():
+        raw_clean, raw_pasted = (model.model.predict(model.pre_processor(x))[0] for x in (clean, pasted))
+    assert float(raw_pasted.pred_score) > float(raw_clean.pred_score)
 
 
 def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path) -> None:

@@ -1,0 +1,206 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+r"""Line-side inference of an exported model: OpenVINO on a raw image file, no class label, no training stack.
+
+The exported graphs of :class:`~anomalib_pnpt.Pnpt` and :class:`~anomalib_pnpt.OneNip` have one input (a
+``[0, 1]`` image batch) and five outputs: anomalib's ``pred_score``, ``pred_label``, ``anomaly_map`` and
+``pred_mask`` (already normalised and thresholded with the retrieved class's calibration) plus
+``pred_category_id``, the class retrieved from the prompt pool. anomalib's stock
+:class:`~anomalib.deploy.OpenVINOInferencer` builds a ``NumpyImageBatch``, which has no field for that fifth
+output and raises ``TypeError``; :class:`MultiClassOpenVINOInferencer` is the same inferencer returning a
+:class:`~anomalib_pnpt.data.items.MultiClassNumpyImageBatch` with the class index and name (from the
+``categories.json`` written beside the exported model). It also runs stock anomalib exports (PatchCore,
+PaDiM), which have no class output.
+
+Command line (prints the prediction as JSON and writes the overlay picture)::
+
+    python -m anomalib_pnpt.deploy --model results/export/weights/openvino/model.xml \
+        --image bottle/test/broken_large/000.png --output overlay.png
+
+Example:
+    >>> inferencer = MultiClassOpenVINOInferencer("weights/openvino/model.xml")  # doctest: +SKIP
+    >>> prediction = inferencer.predict("bottle/test/broken_large/000.png")  # doctest: +SKIP
+    >>> prediction.pred_category, prediction.pred_score, prediction.pred_label  # doctest: +SKIP
+    (['bottle'], array([0.93], dtype=float32), array([ True]))
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.data.utils import read_image
+from anomalib.deploy import OpenVINOInferencer
+from anomalib.visualization.image.functional import (
+    add_text_to_image,
+    overlay_image,
+    visualize_anomaly_map,
+    visualize_pred_mask,
+)
+from PIL import Image
+
+from anomalib_pnpt.data.items import MultiClassNumpyImageBatch
+
+CATEGORIES_FILE = "categories.json"
+
+
+def read_categories(model_path: str | Path) -> list[str]:
+    """Class names written beside an exported model (``categories.json``); empty when there is none."""
+    path = Path(model_path).parent / CATEGORIES_FILE
+    return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a ``(H, W, C)`` float image to ``size`` (H, W), antialiased like the pre-processor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].permute(1, 2, 0).numpy()
+
+
+class MultiClassOpenVINOInferencer(OpenVINOInferencer):
+    """anomalib's OpenVINO inferencer for graphs that also output the retrieved class.
+
+    Args:
+        path: Exported ``model.xml`` (or ``.onnx``).
+        device: OpenVINO device (``"CPU"``, ``"AUTO"``, ...).
+        config: OpenVINO compile options (e.g. ``{"INFERENCE_PRECISION_HINT": "f32"}``).
+        categories: Class names; default: ``categories.json`` beside the model.
+
+    Example:
+        >>> inferencer = MultiClassOpenVINOInferencer("model.xml", device="CPU")  # doctest: +SKIP
+        >>> inferencer.predict(np.random.rand(256, 256, 3)).pred_category_id  # doctest: +SKIP
+        array([1])
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "CPU",
+        config: dict[str, Any] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(path=path, device=device, config=config)
+        self.categories = list(categories) if categories is not None else read_categories(path)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` fixed in the graph, or ``None`` when the graph takes any size."""
+        shape = self.input_blob.partial_shape
+        if shape[2].is_static and shape[3].is_static:
+            return int(shape[2].get_length()), int(shape[3].get_length())
+        return None
+
+    def predict(self, image: str | Path | np.ndarray | Image.Image | torch.Tensor) -> MultiClassNumpyImageBatch:
+        """Score one image (a file path or an ``(H, W, 3)`` array) or a batch.
+
+        A single image of another size than a fixed-size graph's input is resized to it first.
+
+        Args:
+            image: Image path, PIL image, ``(H, W, 3)`` / ``(B, 3, H, W)`` array or tensor.
+
+        Returns:
+            Score, label, anomaly map, mask and -- for prompt-pool models -- retrieved class index and name.
+        """
+        image_path = None
+        if isinstance(image, str | Path):
+            image_path = [str(image)]
+            image = read_image(image, as_tensor=False)
+        elif isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB")) / 255.0
+        elif isinstance(image, torch.Tensor):
+            image = image.cpu().numpy()
+        size = self.input_size
+        if size is not None and image.ndim == 3 and image.shape[-1] == 3 and tuple(image.shape[:2]) != size:
+            image = _resize(image.astype(np.float32), size)
+        image = self.pre_process(image)
+        outputs = self.post_process(self.model({self.input_blob.any_name: image}))
+        class_ids = outputs.pop("pred_category_id", None)
+        names = None
+        if class_ids is not None and self.categories:
+            names = [self.categories[int(index)] for index in np.asarray(class_ids).reshape(-1)]
+        return MultiClassNumpyImageBatch(
+            image=image,
+            image_path=image_path,
+            pred_category_id=class_ids,
+            pred_category=names,
+            **outputs,
+        )
+
+
+def overlay_picture(original: np.ndarray, prediction: MultiClassNumpyImageBatch, index: int = 0) -> Image.Image:
+    """The original image with the anomaly heat map, the predicted mask's contour and a caption.
+
+    Args:
+        original: ``(H, W, 3)`` image in ``[0, 1]`` (any size: the map is resized to it).
+        prediction: Output of :meth:`MultiClassOpenVINOInferencer.predict`.
+        index: Which image of the batch.
+
+    Returns:
+        The overlay as a PIL image.
+    """
+    base = Image.fromarray((np.clip(original, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    result = base
+    if prediction.anomaly_map is not None:
+        anomaly_map = np.asarray(prediction.anomaly_map[index], dtype=np.float32).squeeze()
+        heat = visualize_anomaly_map(Image.fromarray((np.clip(anomaly_map, 0, 1) * 255).astype(np.uint8)))
+        result = overlay_image(result, heat.resize(base.size), alpha=0.4)
+    if prediction.pred_mask is not None:
+        mask = np.asarray(prediction.pred_mask[index]).squeeze().astype(np.uint8) * 255
+        contour = visualize_pred_mask(Image.fromarray(mask).resize(base.size), mode="contour")
+        result = overlay_image(result, contour, alpha=1.0)
+    caption = []
+    if prediction.pred_category is not None:
+        caption.append(prediction.pred_category[index])
+    if prediction.pred_score is not None:
+        caption.append(f"score {float(np.asarray(prediction.pred_score).reshape(-1)[index]):.3f}")
+    if prediction.pred_label is not None:
+        caption.append("ANOMALOUS" if bool(np.asarray(prediction.pred_label).reshape(-1)[index]) else "normal")
+    return add_text_to_image(result.convert("RGB"), "  ".join(caption))
+
+
+def prediction_summary(prediction: MultiClassNumpyImageBatch, index: int = 0) -> dict[str, Any]:
+    """Plain-data summary of one image's prediction (what the command line prints)."""
+    summary: dict[str, Any] = {}
+    if prediction.image_path:
+        summary["image"] = prediction.image_path[index]
+    if prediction.pred_category is not None:
+        summary["class"] = prediction.pred_category[index]
+    if prediction.pred_category_id is not None:
+        summary["class_id"] = int(np.asarray(prediction.pred_category_id).reshape(-1)[index])
+    if prediction.pred_score is not None:
+        summary["score"] = float(np.asarray(prediction.pred_score).reshape(-1)[index])
+    if prediction.pred_label is not None:
+        summary["anomalous"] = bool(np.asarray(prediction.pred_label).reshape(-1)[index])
+    if prediction.pred_mask is not None:
+        summary["defect_area_fraction"] = float(np.asarray(prediction.pred_mask[index]).mean())
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Predict one image with an exported OpenVINO / ONNX model; print JSON and optionally write the overlay."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="exported model.xml or model.onnx")
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--output", type=Path, help="overlay picture to write (PNG)")
+    parser.add_argument("--device", default="CPU")
+    parser.add_argument("--precision", default=None, help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32")
+    args = parser.parse_args(argv)
+    config = {"INFERENCE_PRECISION_HINT": args.precision} if args.precision else None
+    inferencer = MultiClassOpenVINOInferencer(args.model, device=args.device, config=config)
+    prediction = inferencer.predict(args.image)
+    summary = prediction_summary(prediction)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        overlay_picture(read_image(args.image, as_tensor=False), prediction).save(args.output)
+        summary["overlay"] = str(args.output)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
