@@ -169,7 +169,8 @@ class PromptPool(nn.Module):
 class PromptPoolCallback(Callback):
     """Build a model's prompt pool from the training data before the first optimisation step.
 
-    The model must provide ``build_prompt_pool(batches)`` where ``batches`` yields
+    The model must provide ``build_prompt_pool(batches)`` (and may provide ``prompt_pool_ready()``, e.g. to
+    rebuild state a checkpoint does not carry when resuming) where ``batches`` yields
     ``(images, class_ids)`` with images already pre-processed and on the model's device; this callback
     supplies them from the trainer's training dataloader (whose batches are resized but not normalised and
     still on the CPU, see anomalib's notes).
@@ -188,9 +189,10 @@ class PromptPoolCallback(Callback):
         self.rebuild = rebuild
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Build the pool unless it is built already."""
+        """Build the pool unless it is ready already (built, plus whatever else the model needs)."""
         pool: PromptPool = pl_module.model.prompt_pool
-        if bool(pool.built) and not self.rebuild:
+        ready = pl_module.prompt_pool_ready() if hasattr(pl_module, "prompt_pool_ready") else bool(pool.built)
+        if ready and not self.rebuild:
             return
         datamodule = getattr(trainer, "datamodule", None)
         # A fresh loader from the datamodule yields plain batches (the trainer's may be a CombinedLoader); under

@@ -161,6 +161,10 @@ class PromptedAnomalyModule(AnomalibModule):
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
         return [*callbacks, PromptPoolCallback()]
 
+    def prompt_pool_ready(self) -> bool:
+        """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""
+        return bool(self.model.prompt_pool.built)
+
     def cached_features(
         self,
         images: torch.Tensor,

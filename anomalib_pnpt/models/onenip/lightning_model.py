@@ -248,14 +248,9 @@ class OneNip(PromptedAnomalyModule):
             training_class_ids=torch.tensor(bank_ids, device=device),
         )
 
-    def on_train_start(self) -> None:
-        """Rebuild the training-prompt bank when resuming from a checkpoint (it is not saved)."""
-        if bool(self.model.prompt_pool.built) and self.model.training_prompts.numel() == 0:
-            datamodule = self.trainer.datamodule
-            names = getattr(datamodule, "categories", None)
-            self.build_prompt_pool(
-                preprocessed_batches(datamodule.train_dataloader(), self), num_classes=len(names) if names else None
-            )
+    def prompt_pool_ready(self) -> bool:
+        """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""
+        return super().prompt_pool_ready() and self.model.training_prompts.numel() > 0
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003

@@ -125,6 +125,12 @@ def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path)
     assert float(loaded.model.anomaly_map_generator.refiner_scale) == float(
         model.model.anomaly_map_generator.refiner_scale
     )
+    # The per-class calibration travels with the checkpoint (and so into an export).
+    for name, values in model.post_processor.class_statistics().items():
+        assert torch.allclose(loaded.post_processor.class_statistics()[name], values, equal_nan=True)
+    # The training-prompt bank is not saved: resuming training must rebuild it before the first step.
+    assert model.prompt_pool_ready() and bool(loaded.model.prompt_pool.built)
+    assert not loaded.prompt_pool_ready()
 
 
 def test_test_run_reports_retrieval_accuracy(trained: tuple) -> None:
