@@ -315,7 +315,8 @@ def stage_calibration_and_latency(args: argparse.Namespace, jobs: Path, stages: 
         class_path, arguments = model_arguments(config_file, args.data)
         epochs = args.pnpt_epochs if name == "PNPT" else args.onenip_epochs
         model, fit_seconds = train(class_path, arguments, datamodule, epochs, jobs / name)
-        tables["training"].append({"model": name, "epochs": epochs, "fit_s": fit_seconds})
+        if not np.isnan(fit_seconds):  # trained in this run (not loaded from its checkpoint)
+            tables["training"].append({"model": name, "epochs": epochs, "fit_s": fit_seconds})
         print(f"{name}: trained ({fit_seconds:.0f} s)", flush=True)
         exports = {
             runtime: export(model, jobs / name / "export", compression, datamodule)
@@ -360,16 +361,19 @@ def stage_calibration_and_latency(args: argparse.Namespace, jobs: Path, stages: 
 
 
 def capped_root(source: Path, categories: list[str], images_per_class: int, target: Path) -> Path:
-    """A copy of ``source`` (symlinks) with only the first ``images_per_class`` training images per class."""
+    """A copy of ``source`` with only the first ``images_per_class`` training images per class.
+
+    Files are copied, not linked: anomalib's scan drops files that resolve outside the dataset root.
+    """
     if target.exists():
         shutil.rmtree(target)
     for category in categories:
         train = target / category / "train" / "good"
         train.mkdir(parents=True)
         for image in sorted((source / category / "train" / "good").iterdir())[:images_per_class]:
-            (train / image.name).symlink_to(image.resolve())
+            shutil.copyfile(image, train / image.name)
         for folder in ("test", "ground_truth"):
-            (target / category / folder).symlink_to((source / category / folder).resolve())
+            shutil.copytree(source / category / folder, target / category / folder)
     return target
 
 
