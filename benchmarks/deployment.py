@@ -229,14 +229,7 @@ def precision_rows(
 ) -> list[dict]:
     """Per-class image AUROC / pixel AP of calibrated outputs, and agreement with torch's."""
     rows = []
-    for index, category in enumerate([*categories, "mean"]):
-        if category == "mean":
-            keys = ("image_AUROC", "pixel_AP")
-            rows.append(
-                {"model": name, "runtime": runtime, "category": "mean"}
-                | {key: float(np.mean([r[key] for r in rows])) for key in keys}
-            )
-            break
+    for index, category in enumerate(categories):
         chosen = out["truth"] == index
         rows.append(
             {
@@ -247,6 +240,10 @@ def precision_rows(
                 "pixel_AP": 100 * average_precision(maps[chosen], out["mask"][chosen]),
             }
         )
+    rows.append(
+        {"model": name, "runtime": runtime, "category": "mean"}
+        | {key: float(np.mean([r[key] for r in rows])) for key in ("image_AUROC", "pixel_AP")}
+    )
     if reference is not None:
         for row in rows:
             row["class_agreement"] = float((reference["class_id"] == out["class_id"]).float().mean())
