@@ -157,20 +157,25 @@ def _resize(maps: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Ten
     return maps[:, 0]
 
 
-def calibration_rows(name: str, model: PromptedAnomalyModule, out: dict, categories: list[str]) -> list[dict]:
-    """Per-class image / pixel F1 with per-class thresholds vs one global threshold (same post-processor)."""
+def calibration_rows(
+    name: str, model: PromptedAnomalyModule, out: dict, categories: list[str]
+) -> tuple[list[dict], InferenceBatch]:
+    """Per-class image / pixel F1 with per-class thresholds vs one global threshold (same post-processor).
+
+    Returns the rows and the per-class calibrated test-set output (the reference the exports are compared to).
+    """
     post = model.post_processor
     results = {}
-    for mode, per_class in (("per_class", True), ("global", False)):
+    for mode, per_class in (("global", False), ("per_class", True)):  # per-class last: its output is returned
         post.per_class = per_class
         calibrated = post(InferenceBatch(pred_score=out["raw_score"], anomaly_map=out["raw_map"]), out["class_id"])
         results[mode] = (calibrated.pred_label.reshape(-1), calibrated.pred_mask)
-    post.per_class = True
     rows = []
     for index, category in enumerate(categories):
         chosen = out["truth"] == index
         row = {"model": name, "category": category, "test_images": int(chosen.sum())}
-        for mode, (labels, masks) in results.items():
+        for mode in ("per_class", "global"):
+            labels, masks = results[mode]
             row[f"image_F1_{mode}"] = 100 * f1_score(labels[chosen], out["label"][chosen])
             row[f"pixel_F1_{mode}"] = 100 * f1_score(masks[chosen], out["mask"][chosen])
         statistics = post.class_statistics()
@@ -179,7 +184,7 @@ def calibration_rows(name: str, model: PromptedAnomalyModule, out: dict, categor
         rows.append(row)
     mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith(("image_F1", "pixel_F1"))}
     rows.append({"model": name, "category": "mean", "test_images": sum(r["test_images"] for r in rows), **mean})
-    return rows
+    return rows, calibrated
 
 
 def export(model: torch.nn.Module, folder: Path, compression: str | None, datamodule: Any) -> Path:
@@ -331,10 +336,8 @@ def stage_calibration_and_latency(args: argparse.Namespace, jobs: Path, stages: 
         }
         if "calibration" in stages:
             out = torch_outputs(model, datamodule)
-            tables["calibration"] += calibration_rows(name, model, out, categories)
-            calibrated = model.post_processor(
-                InferenceBatch(pred_score=out["raw_score"], anomaly_map=out["raw_map"]), out["class_id"]
-            )
+            rows, calibrated = calibration_rows(name, model, out, categories)
+            tables["calibration"] += rows
             reference = {"score": calibrated.pred_score, "map": calibrated.anomaly_map, "class_id": out["class_id"]}
             tables["precision"] += precision_rows(
                 name, "torch eager FP32", calibrated.pred_score, calibrated.anomaly_map, out, categories
