@@ -150,6 +150,17 @@ class PromptedAnomalyModule(AnomalibModule):
         self._write_categories(path)
         return path
 
+    @staticmethod
+    def _post_training_quantization_ov(model: Any, datamodule: Any = None) -> Any:
+        """INT8 post-training quantisation of the backbone only, for anomalib's ``int8_ptq``.
+
+        Quantising every layer, as anomalib does, drowns the reconstruction distance in INT8 noise (see
+        :mod:`anomalib_pnpt.quantization`).
+        """
+        from anomalib_pnpt.quantization import quantize_with_datamodule
+
+        return quantize_with_datamodule(model, datamodule)
+
     def _write_categories(self, model_path: Path) -> None:
         from anomalib_pnpt.deploy import CATEGORIES_FILE
 
