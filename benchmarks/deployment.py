@@ -142,13 +142,17 @@ def train(
 
 @torch.no_grad()
 def torch_outputs(model: PromptedAnomalyModule, datamodule: MultiClassMVTecAD) -> dict[str, torch.Tensor]:
-    """Raw and calibrated predictions of the whole test set, with the ground truth; maps at mask size."""
+    """Raw predictions of the whole test set, with the ground truth.
+
+    Raw maps stay at the model's resolution: the exported graph normalises there and the caller resizes the
+    calibrated map to the mask (normalisation clamps, so the order matters at the clamp edges).
+    """
     model.eval()
     rows: dict[str, list] = {key: [] for key in ("raw_score", "raw_map", "class_id", "label", "mask", "truth")}
     for batch in datamodule.test_dataloader():
         raw, class_ids = model.model.predict(model.pre_processor(batch.image))
         rows["raw_score"].append(raw.pred_score.reshape(-1))
-        rows["raw_map"].append(_resize(raw.anomaly_map, batch.gt_mask.shape[-2:]))
+        rows["raw_map"].append(raw.anomaly_map.reshape(len(batch.gt_label), *raw.anomaly_map.shape[-2:]))
         rows["class_id"].append(class_ids)
         rows["label"].append(batch.gt_label.bool())
         rows["mask"].append(batch.gt_mask.reshape(len(batch.gt_label), *batch.gt_mask.shape[-2:]).bool())
@@ -169,14 +173,18 @@ def calibration_rows(
 ) -> tuple[list[dict], InferenceBatch]:
     """Per-class image / pixel F1 with per-class thresholds vs one global threshold (same post-processor).
 
-    Returns the rows and the per-class calibrated test-set output (the reference the exports are compared to).
+    Returns the rows and the per-class calibrated test-set output with maps at mask size (the reference the
+    exports are compared to). Maps are normalised at the model's resolution, as in the exported graph, then
+    resized; masks threshold the resized map at the normalised pixel threshold.
     """
     post = model.post_processor
     results = {}
     for mode, per_class in (("global", False), ("per_class", True)):  # per-class last: its output is returned
         post.per_class = per_class
         calibrated = post(InferenceBatch(pred_score=out["raw_score"], anomaly_map=out["raw_map"]), out["class_id"])
-        results[mode] = (calibrated.pred_label.reshape(-1), calibrated.pred_mask)
+        maps = _resize(calibrated.anomaly_map, out["mask"].shape[-2:])
+        results[mode] = (calibrated.pred_label.reshape(-1), maps > post.normalized_pixel_threshold)
+        calibrated = InferenceBatch(pred_score=calibrated.pred_score, anomaly_map=maps)
     rows = []
     for index, category in enumerate(categories):
         chosen = out["truth"] == index
