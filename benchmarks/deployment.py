@@ -58,10 +58,9 @@ from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = {"PNPT": REPO / "configs" / "pnpt_cpu.yaml", "OneNIP": REPO / "configs" / "onenip_cpu.yaml"}
-BASELINE_JOBS = REPO / "benchmarks" / "results" / "baselines_industrial" / "jobs"
-BASELINES = {
-    "PatchCore": ("anomalib.models.Patchcore", BASELINE_JOBS / "PatchCore_unified"),
-    "PaDiM": ("anomalib.models.Padim", BASELINE_JOBS / "PaDiM_unified"),
+BASELINES = {  # name -> (class path, job folder under the baselines benchmark's jobs)
+    "PatchCore": ("anomalib.models.Patchcore", "PatchCore_unified"),
+    "PaDiM": ("anomalib.models.Padim", "PaDiM_unified"),
 }
 PRECISIONS = {  # name -> (anomalib compression type, OpenVINO compile config)
     "OV FP32": (None, {"INFERENCE_PRECISION_HINT": "f32"}),
@@ -368,7 +367,8 @@ def stage_calibration_and_latency(args: argparse.Namespace, jobs: Path, stages: 
         if "latency" in stages:
             tables["latency"] += latency_rows(name, model, exports, images)
     if "latency" in stages:
-        for name, (class_path, folder) in BASELINES.items():
+        for name, (class_path, job) in BASELINES.items():
+            folder = args.baselines / job
             checkpoint = next(folder.rglob("model.ckpt"), None)
             if checkpoint is None:
                 print(f"{name}: no checkpoint under {folder} (run the baselines benchmark first); skipped")
@@ -477,6 +477,12 @@ def main() -> None:
     parser.add_argument("--onenip-epochs", type=int, default=3)
     parser.add_argument("--images-per-class", type=int, default=20)
     parser.add_argument("--stages", default="calibration,latency,size")
+    parser.add_argument(
+        "--baselines",
+        type=Path,
+        default=REPO / "benchmarks" / "results" / "baselines_industrial" / "jobs",
+        help="jobs folder of the baselines benchmark (its unified PatchCore / PaDiM checkpoints)",
+    )
     args = parser.parse_args()
     if not (args.data / "industrial").is_dir():
         print(f"SKIPPED: {args.data / 'industrial'} not found (set ANOMALIB_PNPT_DATA or --data).")
