@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -125,4 +128,20 @@ def quantize_with_datamodule(model: ov.Model, datamodule: Any) -> ov.Model:
             len(dataloader.dataset),
             RECOMMENDED_CALIBRATION_IMAGES,
         )
-    return quantize_feature_extractor(model, dataloader, lambda batch: batch.image.numpy())
+    return quantize_feature_extractor(model, dataloader, partial(_model_input, size=_static_size(model)))
+
+
+def _static_size(model: ov.Model) -> tuple[int, int] | None:
+    """The exported input's fixed ``(H, W)``, if any."""
+    shape = model.input(0).partial_shape
+    if shape.rank.is_static and shape[2].is_static and shape[3].is_static:
+        return shape[2].get_length(), shape[3].get_length()
+    return None
+
+
+def _model_input(batch: Any, size: tuple[int, int] | None) -> Any:
+    """A batch's images at the exported input size (the datamodule may load them at another size)."""
+    images = batch.image
+    if size is not None and tuple(images.shape[-2:]) != size:
+        images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return images.numpy()
