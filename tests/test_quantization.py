@@ -6,13 +6,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from anomalib.engine import Engine
 
-from anomalib_pnpt.quantization import operations_after_feature_extractor, quantize_feature_extractor
+from anomalib_pnpt.quantization import (
+    operations_after_feature_extractor,
+    quantize_feature_extractor,
+    quantize_with_datamodule,
+)
 from tests.models.test_export import _built_model, _class_images
 
 openvino = pytest.importorskip("openvino")
@@ -42,7 +47,7 @@ def test_scope_keeps_the_transformer_and_frees_the_backbone(exported: tuple[torc
     assert len(free_convolutions) > 10  # EfficientNet-Lite0's stem and blocks
 
 
-def test_quantised_model_keeps_class_and_scores(exported: tuple[torch.nn.Module, Path]) -> None:
+def test_quantised_model_keeps_the_retrieved_class(exported: tuple[torch.nn.Module, Path]) -> None:
     """Quantisers sit only before the transformer and the quantised graph retrieves the same classes.
 
     Scores are not compared by tolerance here: random weights give a meaninglessly narrow calibrated range.
@@ -72,3 +77,35 @@ def test_quantised_model_keeps_class_and_scores(exported: tuple[torch.nn.Module,
     assert outputs["pred_category_id"].reshape(-1).tolist() == expected.pred_category_id.tolist()
     assert np.isfinite(outputs["anomaly_map"]).all()
     assert outputs["anomaly_map"].shape == tuple(expected.anomaly_map.shape)
+
+
+class _ValidationLoader(list):
+    """Validation batches with the ``dataset`` length anomalib's loaders expose."""
+
+    dataset = range(6)
+
+
+class _ValidationImages:
+    """The part of an anomalib datamodule that INT8 calibration reads: normal validation batches."""
+
+    def __init__(self, size: int) -> None:
+        self.batches = _ValidationLoader(
+            SimpleNamespace(image=_class_images([0, 1, 2], seed=seed)[..., :size, :size]) for seed in (1, 2)
+        )
+
+    def setup(self, stage: str) -> None:
+        del stage
+
+    def val_dataloader(self) -> _ValidationLoader:
+        return self.batches
+
+
+def test_datamodule_images_are_resized_to_the_exported_input(exported: tuple[torch.nn.Module, Path]) -> None:
+    """Calibration batches loaded at another size than the export's input are resized, not rejected."""
+    _, path = exported
+    graph = openvino.Core().read_model(str(path))
+    datamodule = _ValidationImages(size=96)  # the export takes 128 x 128
+    with pytest.raises(ValueError, match="Datamodule"):
+        quantize_with_datamodule(graph, None)
+    quantised = quantize_with_datamodule(graph, datamodule)
+    assert any(operation.get_type_name() == "FakeQuantize" for operation in quantised.get_ordered_ops())
