@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from anomalib.models.components import GaussianBlur2d
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from anomalib_pnpt.gaussian_blur import SeparableGaussianBlur
 
 
 class PnptAnomalyMap(nn.Module):
@@ -40,8 +41,7 @@ class PnptAnomalyMap(nn.Module):
         super().__init__()
         self.fusion_weight = fusion_weight
         self.top_k = top_k
-        kernel = 2 * int(4.0 * sigma + 0.5) + 1
-        self.blur = GaussianBlur2d(sigma=sigma, channels=1, kernel_size=kernel) if sigma > 0 else nn.Identity()
+        self.blur = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
 
     def forward(
         self,

@@ -154,9 +154,11 @@ class PnptModel(nn.Module):
             if self.use_cscd:
                 # Without semantic tokens the prior stream itself is the condition (or the stream itself).
                 condition = semantic if semantic is not None else (prior_tokens if prior_tokens is not None else own)
-                own = cscd(own, condition)
-                if prior_tokens is not None:
-                    prior_tokens = cscd(prior_tokens, condition)
+                if prior_tokens is None:
+                    own = cscd(own, condition)
+                else:  # shared weights: both streams as one batch, as in SACE
+                    both = cscd(torch.cat([own, prior_tokens]), torch.cat([condition, condition]))
+                    own, prior_tokens = both.unflatten(0, (2, -1))  # unflatten, not chunk: keeps batch dynamic
         prior_reconstruction = self.hpe.inverse(prior_tokens, grid) if prior_tokens is not None else None
         return prior_reconstruction, self.hpe.inverse(own, grid)
 

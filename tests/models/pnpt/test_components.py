@@ -60,6 +60,16 @@ def test_sace_aligns_semantic_tokens_across_streams() -> None:
     assert layer(prior, own, None)[2] is None
 
 
+def test_sace_streams_in_one_batch_equal_separate_encoding() -> None:
+    """Both streams share the encoder and run as one batch; each must still see only its own tokens."""
+    torch.manual_seed(0)
+    layer = SaceLayer(dim=32, num_heads=4, ffn_dim=64).eval()
+    prior, own, semantic = torch.rand(3, 16, 32), torch.rand(3, 16, 32), torch.rand(3, 5, 32)
+    r_prior, r_self, _ = layer(prior, own, semantic)
+    torch.testing.assert_close(r_self, layer.encoder(torch.cat([own, semantic], dim=1))[:, :16])
+    torch.testing.assert_close(r_prior, layer.encoder(torch.cat([prior, semantic], dim=1))[:, :16])
+
+
 def test_cscd_output_depends_on_condition() -> None:
     torch.manual_seed(0)
     layer = CscdLayer(dim=32, num_heads=4, ffn_dim=64).eval()

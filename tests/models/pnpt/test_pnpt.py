@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from anomalib.engine import Engine
-from PIL import Image
 
 from anomalib_pnpt import Pnpt
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.prompt_pool import PromptPoolCallback, PromptPoolNotBuiltError
+from tests.image_loading import load_image_tensor
 
 SMALL = {
     "backbone": "tf_efficientnet_lite0",
@@ -45,11 +44,6 @@ def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return model, engine, datamodule
 
 
-def _load(path: Path, size: int = 128) -> torch.Tensor:
-    image = Image.open(path).convert("RGB").resize((size, size))
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
-
-
 def test_callback_registered_and_pool_built(trained: tuple) -> None:
     model, engine, datamodule = trained
     assert any(isinstance(c, PromptPoolCallback) for c in engine.trainer.callbacks)
@@ -67,7 +61,7 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
     model.eval()
     for index, category in enumerate(datamodule.categories):
         for path in sorted((demo_root / category / "test").rglob("*.png")):
-            images = model.pre_processor.transform(_load(path))
+            images = model.pre_processor.transform(load_image_tensor(path))
             _, class_ids = model.model.predict(images)
             assert int(class_ids) == index, path
 
@@ -75,8 +69,8 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
 def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_root: Path) -> None:
     model, _, _ = trained
     model.eval()
-    clean = _load(demo_root / "disc" / "test" / "good" / "000.png")
-    texture = _load(demo_root / "weave" / "train" / "good" / "000.png")
+    clean = load_image_tensor(demo_root / "disc" / "test" / "good" / "000.png")
+    texture = load_image_tensor(demo_root / "weave" / "train" / "good" / "000.png")
     pasted = clean.clone()
     pasted[..., 48:72, 48:72] = texture[..., 48:72, 48:72]
     with torch.no_grad():

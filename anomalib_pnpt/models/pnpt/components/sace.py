@@ -111,11 +111,15 @@ class SaceLayer(nn.Module):
         if semantic is None:
             return (self.encoder(prior) if prior is not None else None), self.encoder(own), None
         count = semantic.shape[1]
-        encoded_self = self.encoder(torch.cat([own, semantic], dim=1))
-        r_self, semantic_self = encoded_self[:, :-count], encoded_self[:, -count:]
         if prior is None:
-            return None, r_self, semantic_self
-        encoded_prior = self.encoder(torch.cat([prior, semantic], dim=1))
+            encoded_self = self.encoder(torch.cat([own, semantic], dim=1))
+            return None, encoded_self[:, :-count], encoded_self[:, -count:]
+        # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
+        # instead of two small ones (the same numbers; about a third faster on a CPU at batch 1).
+        encoded_self, encoded_prior = self.encoder(
+            torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
+        ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
+        r_self, semantic_self = encoded_self[:, :-count], encoded_self[:, -count:]
         r_prior, semantic_prior = encoded_prior[:, :-count], encoded_prior[:, -count:]
         aligned_prior = self.align_prior(semantic_prior, semantic_self)  # R'_S(p), Eq. 4 first line
         fused = self.align_self(semantic_self, aligned_prior)  # Z, Eq. 4 second line
