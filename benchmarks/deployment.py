@@ -58,7 +58,11 @@ from anomalib_pnpt.evaluation import auroc, average_precision, f1_score
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = {"PNPT": REPO / "configs" / "pnpt_cpu.yaml", "OneNIP": REPO / "configs" / "onenip_cpu.yaml"}
+OURS = {
+    "PNPT": REPO / "configs" / "pnpt_cpu.yaml",
+    "PNPT-lineside": REPO / "configs" / "pnpt_cpu_lineside.yaml",  # M = 2 pairs: the latency-sized variant
+    "OneNIP": REPO / "configs" / "onenip_cpu.yaml",
+}
 BASELINES = {  # name -> (class path, job folder under the baselines benchmark's jobs)
     "PatchCore": ("anomalib.models.Patchcore", "PatchCore_unified"),
     "PaDiM": ("anomalib.models.Padim", "PaDiM_unified"),
@@ -381,7 +385,7 @@ def stage_calibration_and_latency(args: argparse.Namespace, jobs: Path, stages: 
         if name not in args.models:
             continue
         class_path, arguments = model_arguments(config_file, args.data)
-        epochs = args.pnpt_epochs if name == "PNPT" else args.onenip_epochs
+        epochs = args.pnpt_epochs if name.startswith("PNPT") else args.onenip_epochs
         model, fit_seconds = train(class_path, arguments, datamodule, epochs, jobs / name)
         if not np.isnan(fit_seconds):  # trained in this run (not loaded from its checkpoint)
             tables["training"].append({"model": name, "epochs": epochs, "fit_s": fit_seconds})
@@ -453,7 +457,8 @@ def capped_root(source: Path, categories: list[str], images_per_class: int, targ
 def stage_size(args: argparse.Namespace, jobs: Path) -> pd.DataFrame:
     """Exported size and peak inference memory against the number of training images (1, 2, 3 classes)."""
     all_categories = ["bottle", "hazelnut_toy", "magnetic_tile"]
-    models = {name: model_arguments(config_file, args.data) for name, config_file in OURS.items()}
+    # The model size does not depend on the transformer depth's trade-off, so the line-side variant is left out.
+    models = {name: model_arguments(OURS[name], args.data) for name in ("PNPT", "OneNIP")}
     models["PatchCore (coreset 0.1)"] = (
         "anomalib.models.Patchcore",
         {
