@@ -457,7 +457,7 @@ def capped_root(source: Path, categories: list[str], images_per_class: int, targ
 def stage_size(args: argparse.Namespace, jobs: Path) -> pd.DataFrame:
     """Exported size and peak inference memory against the number of training images (1, 2, 3 classes)."""
     all_categories = ["bottle", "hazelnut_toy", "magnetic_tile"]
-    # The model size does not depend on the transformer depth's trade-off, so the line-side variant is left out.
+    # Size against data is about what grows with the training set (the pool); PNPT-lineside has the same pool.
     models = {name: model_arguments(OURS[name], args.data) for name in ("PNPT", "OneNIP")}
     models["PatchCore (coreset 0.1)"] = (
         "anomalib.models.Patchcore",
