@@ -115,7 +115,7 @@ class SaceLayer(nn.Module):
             encoded_self = self.encoder(torch.cat([own, semantic], dim=1))
             return None, encoded_self[:, :-count], encoded_self[:, -count:]
         # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
-        # instead of two small ones (the same numbers; about a third faster on a CPU at batch 1).
+        # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
         encoded_self, encoded_prior = self.encoder(
             torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
         ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
