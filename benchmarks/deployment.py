@@ -53,6 +53,7 @@ from lightning.pytorch import Callback
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.benchmarking.harness import build_model, import_class
+from anomalib_pnpt.benchmarking.invocation import data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.evaluation import auroc, average_precision, f1_score
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
@@ -524,7 +525,7 @@ def main() -> None:
     """Run the stages and write the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results" / "deployment")
-    default_data = Path(os.environ.get("ANOMALIB_PNPT_DATA", REPO.parent / "shared" / "data"))
+    default_data = data_root(__file__)
     parser.add_argument("--data", type=Path, default=default_data)
     parser.add_argument("--pnpt-epochs", type=int, default=1)
     parser.add_argument("--onenip-epochs", type=int, default=3)

@@ -15,8 +15,6 @@ transformer.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import Callback, seed_everything
 
 from anomalib_pnpt import Pnpt
+from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 CPU_CONFIG = {
@@ -53,7 +52,7 @@ class EpochTimer(Callback):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = Path(os.environ.get("ANOMALIB_PNPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data_root(__file__)
     parser.add_argument("--root", type=Path, default=data / "industrial")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/feature_cache"))
@@ -82,7 +81,7 @@ def main() -> int:
     table = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.output / "epoch_times.csv", index=False)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     text = f"Command: `{command}` (2 CPU cores, {len(datamodule.train_data)} training images, batch 8)\n\n"
     (args.output / "epoch_times.md").write_text(text + table.round(1).to_markdown(index=False) + "\n")
     print(text + table.round(1).to_markdown(index=False))

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import shlex
 import sys
 import tempfile
 from collections import defaultdict
@@ -40,6 +38,7 @@ from anomalib.engine import Engine
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import Pnpt
+from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.evaluation.per_class import METRICS, evaluate_per_class
 
@@ -103,7 +102,7 @@ def evaluate(model: Pnpt, datamodule: MultiClassMVTecAD) -> pd.DataFrame:
 def main() -> int:
     """Build the pool, train PNPT briefly, compare the variants; write the tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = Path(os.environ.get("ANOMALIB_PNPT_DATA", REPO.parent / "shared" / "data"))
+    data = data_root(__file__)
     parser.add_argument("--root", type=Path, default=data / "industrial")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "pnpt_cpu.yaml")
     parser.add_argument("--epochs", type=int, default=1)
@@ -124,7 +123,7 @@ def main() -> int:
     results.to_csv(args.output / "results.csv", index=False)
     mean = results[results["category"] == "mean"].drop(columns="category").set_index("variant")
     per_class = results[results["category"] != "mean"].pivot(index="variant", columns="category", values="image_AUROC")
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     lines = [
         "# PNPT against its own normality prior",
         "",

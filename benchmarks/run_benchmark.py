@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +24,7 @@ import pandas as pd
 import yaml
 
 from anomalib_pnpt.benchmarking.harness import BenchmarkJob, run_job_in_subprocess, summarise, write_results
+from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 
@@ -52,7 +51,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
-    data_dir = os.environ.get("ANOMALIB_PNPT_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    data_dir = str(data_root(__file__))
     root = args.root or config["root"].replace("$DATA", data_dir)
     if not Path(root).is_dir():
         print(f"SKIPPED: dataset root '{root}' not found (set ANOMALIB_PNPT_DATA or --root).")
@@ -97,7 +96,7 @@ def main() -> int:
         for job_rows in pool.map(_run, pending):
             rows += job_rows
     table = summarise(rows)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     write_results(table, output, command)
     curves = [pd.read_csv(path) for path in sorted((output / "jobs").glob("*/learning_curve.csv"))]
     if curves:

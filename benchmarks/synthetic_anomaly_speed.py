@@ -16,8 +16,6 @@ them (needed because synthetic images cannot be cached), and the whole training 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import statistics
 import sys
 import time
@@ -26,12 +24,13 @@ from pathlib import Path
 import torch
 
 from anomalib_pnpt import OneNip
+from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = Path(os.environ.get("ANOMALIB_PNPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data_root(__file__)
     parser.add_argument("--root", type=Path, default=data)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/synthetic_anomaly_speed"))
@@ -83,7 +82,7 @@ def main() -> int:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     share = 100 * medians["synthesis_ms"] / medians["step_ms"]
     args.output.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    command = command_line()
     lines = [
         "# OneNIP synthetic-anomaly cost per training step",
         "",
