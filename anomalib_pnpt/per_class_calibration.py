@@ -48,6 +48,7 @@ import torch
 from anomalib.data import InferenceBatch
 from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
+from torch import distributed as dist
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class PerClassPostProcessor(PostProcessor):
         self._normal_scores: list[torch.Tensor] = []
         self._normal_maps: list[torch.Tensor] = []
         self._normal_class_ids: list[torch.Tensor] = []
+        self._normal_paths: list[str] = []
         self._skipped_anomalous = 0
 
     @property
@@ -150,7 +152,7 @@ class PerClassPostProcessor(PostProcessor):
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start collecting this validation run's normal predictions."""
         del trainer, pl_module
-        self._normal_scores, self._normal_maps, self._normal_class_ids = [], [], []
+        self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
         self._skipped_anomalous = 0
 
     def on_validation_batch_end(
@@ -172,13 +174,16 @@ class PerClassPostProcessor(PostProcessor):
         self._skipped_anomalous += int((~normal).sum())
         self._normal_scores.append(scores[normal])
         self._normal_class_ids.append(class_ids[normal].long())
+        paths = getattr(outputs, "image_path", None)
+        if paths is not None:  # to drop the images a distributed sampler repeats (see _gather_from_all_ranks)
+            self._normal_paths += [path for path, keep in zip(paths, normal.tolist(), strict=True) if keep]
         if outputs.anomaly_map is not None:
             maps = outputs.anomaly_map.detach().float().cpu()
             self._normal_maps.append(maps.reshape(maps.shape[0], -1)[normal])
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Compute the global and per-class statistics from the normal images collected."""
-        del trainer
+    def on_validation_epoch_end(self, trainer: Trainer | None, pl_module: LightningModule) -> None:
+        """Compute the global and per-class statistics from the normal images collected (on every rank)."""
+        self._gather_from_all_ranks(trainer)
         if self._skipped_anomalous:
             logger.warning(
                 "Per-class calibration ignores the %d anomalous validation images: it uses normal ones only "
@@ -196,7 +201,34 @@ class PerClassPostProcessor(PostProcessor):
             maps=torch.cat(self._normal_maps) if self._normal_maps else None,
             num_classes=num_classes,
         )
-        self._normal_scores, self._normal_maps, self._normal_class_ids = [], [], []
+        self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
+
+    def _gather_from_all_ranks(self, trainer: Trainer | None) -> None:
+        """Replace this rank's collected normal predictions with those of every rank, under distributed validation.
+
+        Each rank validates its share of the images: without this, every rank -- and the checkpoint rank 0
+        saves -- would be calibrated on its own share only (its highest normal score is too low a threshold).
+        Lightning's distributed sampler repeats up to ``world_size - 1`` images to even out the ranks; they
+        are dropped by path, or a class's single image would count twice and give a zero score range.
+        """
+        if trainer is None or trainer.world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+            return
+        local = (self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths)
+        shares: list[Any] = [None] * trainer.world_size
+        dist.all_gather_object(shares, local)  # CPU tensors of different lengths per rank: objects, not tensors
+        scores = torch.cat([scores for share in shares for scores in share[0]])
+        class_ids = torch.cat([class_ids for share in shares for class_ids in share[2]])
+        maps = [maps for share in shares for maps in share[1]]
+        paths = [path for share in shares for path in share[3]]
+        keep = torch.arange(len(scores))
+        if len(paths) == len(scores):
+            first_of_path = {}
+            for index, path in enumerate(paths):
+                first_of_path.setdefault(path, index)
+            keep = torch.tensor(sorted(first_of_path.values()), dtype=torch.long)
+        self._normal_scores, self._normal_class_ids = [scores[keep]], [class_ids[keep]]
+        self._normal_maps = [torch.cat(maps)[keep]] if maps else []
+        self._normal_paths = [paths[index] for index in keep.tolist()] if len(paths) == len(scores) else []
 
     def set_statistics(
         self,

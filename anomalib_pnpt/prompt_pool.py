@@ -10,8 +10,10 @@ inference the input's own key retrieves the class with the highest cosine simila
 prompt is used, so no class label is needed, in torch or in an exported graph (an ``argmax`` and an
 index into a buffer).
 
-The pool is data, not parameters: sums and counts are accumulated batch by batch, reduced across
-processes under distributed training (so every rank ends with the same pool) and divided once. Everything
+The pool is data, not parameters: sums and counts are accumulated batch by batch and divided once. Under
+distributed training the callback either splits the training batches across ranks and the sums and counts
+are reduced over the ranks (class means, as PNPT's), or gives every rank all of them (a choice among the
+images, as OneNIP's); either way every rank ends with the same pool. Everything
 lives in registered buffers, so it is saved in checkpoints and exported; its size is only known when it is
 built, so loading a checkpoint resizes the buffers to the saved shapes.
 
@@ -108,14 +110,19 @@ class PromptPool(nn.Module):
             buffer.index_add_(0, class_ids, values.float())
 
     @torch.no_grad()
-    def finish(self) -> None:
-        """Reduce sums and counts across processes, divide, and mark the pool built.
+    def finish(self, reduce_across_ranks: bool = False) -> None:
+        """Divide the sums by the counts and mark the pool built.
+
+        Args:
+            reduce_across_ranks: Sum the sums and counts over all processes first: for when every rank
+                accumulated a different part of the data. Leave it off when every rank saw all of it (the
+                counts would be multiplied by the number of ranks).
 
         Raises:
             PromptPoolNotBuiltError: If a class received no sample.
         """
         tensors = [self.keys, self.counts, *self.prompts]
-        if dist.is_available() and dist.is_initialized():
+        if reduce_across_ranks and dist.is_available() and dist.is_initialized():
             for tensor in tensors:
                 dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         empty = (self.counts == 0).nonzero().flatten().tolist()
@@ -169,11 +176,16 @@ class PromptPool(nn.Module):
 class PromptPoolCallback(Callback):
     """Build a model's prompt pool from the training data before the first optimisation step.
 
-    The model must provide ``build_prompt_pool(batches)`` (and may provide ``prompt_pool_ready()``, e.g. to
-    rebuild state a checkpoint does not carry when resuming) where ``batches`` yields
-    ``(images, class_ids)`` with images already pre-processed and on the model's device; this callback
-    supplies them from the trainer's training dataloader (whose batches are resized but not normalised and
-    still on the CPU, see anomalib's notes).
+    The model must provide ``build_prompt_pool(batches, num_classes=...)`` (and may provide
+    ``prompt_pool_ready()``, e.g. to rebuild state a checkpoint does not carry when resuming) where
+    ``batches`` yields ``(images, class_ids, paths)`` with images already pre-processed and on the model's
+    device; this callback supplies them from a fresh training dataloader of the datamodule (whose batches
+    are resized but not normalised and still on the CPU, see anomalib's notes).
+
+    Under distributed training, a model whose pool is a sum over images (``prompt_pool_splits_across_ranks
+    = True``, PNPT's class means) gets every ``world_size``-th batch on each rank and is asked to reduce
+    (``build_prompt_pool(..., reduce_across_ranks=True)``), so the build is ``world_size`` times faster;
+    any other model gets all the batches on every rank and must choose the same prompts on each.
 
     Args:
         rebuild: Build again even if the pool is already built (e.g. when resuming with new data).
@@ -195,22 +207,43 @@ class PromptPoolCallback(Callback):
         if ready and not self.rebuild:
             return
         datamodule = getattr(trainer, "datamodule", None)
-        # A fresh loader from the datamodule yields plain batches (the trainer's may be a CombinedLoader); under
-        # DDP every rank then sees every image, which the sum/count reduction in ``finish`` handles exactly.
-        dataloader = datamodule.train_dataloader() if datamodule is not None else trainer.train_dataloader
+        world_size, rank = trainer.world_size, trainer.global_rank
+        splits = bool(getattr(pl_module, "prompt_pool_splits_across_ranks", False))
+        if datamodule is not None:
+            # A fresh loader yields plain batches (the trainer's may be a CombinedLoader) of ALL training
+            # images on every rank: no distributed sampler, which would also repeat images to even out ranks.
+            dataloader = datamodule.train_dataloader()
+            split = splits and world_size > 1 and len(dataloader) >= world_size
+            batches = preprocessed_batches(dataloader, pl_module, *((rank, world_size) if split else (0, 1)))
+        else:
+            # Without a datamodule only the trainer's loader exists; under DDP its sampler already split it.
+            split = world_size > 1
+            if split and not splits:
+                logger.warning("Prompt pool built from each rank's share of the images: ranks may differ.")
+            batches = preprocessed_batches(trainer.train_dataloader, pl_module)
         categories = getattr(datamodule, "categories", None)
         num_classes = len(categories) if categories else None
-        pl_module.build_prompt_pool(preprocessed_batches(dataloader, pl_module), num_classes=num_classes)
+        reduction = {"reduce_across_ranks": True} if split and splits else {}
+        pl_module.build_prompt_pool(batches, num_classes=num_classes, **reduction)
         if categories:
             pl_module.prompt_categories = list(categories)
         logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
 
 
-def preprocessed_batches(dataloader: Any, pl_module: LightningModule) -> Any:
-    """Yield pre-processed ``(images, class_ids)`` from a training dataloader."""
+def preprocessed_batches(dataloader: Any, pl_module: LightningModule, rank: int = 0, world_size: int = 1) -> Any:
+    """Yield pre-processed ``(images, class_ids, paths)`` from a training dataloader.
+
+    Args:
+        dataloader: Training batches (anomalib ``Batch`` objects).
+        pl_module: The model (its pre-processor and device).
+        rank: With ``world_size``: yield only the batches whose index is ``rank`` modulo ``world_size``.
+        world_size: Number of ranks sharing the batches.
+    """
     transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
     warned = False
-    for batch in dataloader:
+    for index, batch in enumerate(dataloader):
+        if index % world_size != rank:
+            continue
         class_ids = getattr(batch, "category_id", None)
         if class_ids is None:
             if not warned:

@@ -1,14 +1,16 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Shared fixtures: offline hub, the embedded demo dataset, and the optional shared real data."""
+"""Shared fixtures: offline hub, the embedded demo dataset, the optional shared real data, shared exports."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 # timm must fail fast instead of retrying the hub for ~50 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,3 +36,29 @@ def industrial_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared real data not found at {root} (set ANOMALIB_PNPT_DATA): skipping data-dependent test")
     return root
+
+
+@pytest.fixture(scope="session")
+def openvino_export(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[torch.nn.Module, Path]]:
+    """FP32 OpenVINO export of a small calibrated model (``tests.calibrated_models``), made once per model name.
+
+    Every export traces the whole graph with ``torch.export`` (40-60 s on two cores), so the export, inferencer
+    and quantisation tests share one per model instead of exporting again. Tests must not modify the model.
+    """
+    from anomalib.engine import Engine
+
+    from tests.calibrated_models import calibrated_model
+
+    exports: dict[str, tuple[torch.nn.Module, Path]] = {}
+
+    def export(name: str) -> tuple[torch.nn.Module, Path]:
+        if name not in exports:
+            folder = tmp_path_factory.mktemp(f"openvino_{name}")
+            model = calibrated_model(name)
+            path = Engine(default_root_dir=folder).export(
+                model, export_type="openvino", export_root=folder, input_size=(128, 128)
+            )
+            exports[name] = (model, Path(path))
+        return exports[name]
+
+    return export

@@ -80,7 +80,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     pool = PromptPool(num_prompts=1)
     pool.begin(3, 5, [(3, 4, 4)])
     pool.accumulate(ids[shard], keys[shard], [maps[shard]])
-    pool.finish()
+    pool.finish(reduce_across_ranks=True)
     torch.save(pool.state_dict(), Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -5,33 +5,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from anomalib.engine import Engine
 
 from anomalib_pnpt.quantization import (
     operations_after_feature_extractor,
     quantize_feature_extractor,
     quantize_with_datamodule,
 )
-from tests.models.test_export import _built_model, _class_images
+from tests.calibrated_models import class_images
 
 openvino = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """A small calibrated PNPT and its FP32 OpenVINO export."""
-    folder = tmp_path_factory.mktemp("fp32")
-    model = _built_model("Pnpt")
-    return model, Engine(default_root_dir=folder).export(
-        model, export_type="openvino", export_root=folder, input_size=(128, 128)
-    )
+def exported(openvino_export: Callable[[str], tuple[torch.nn.Module, Path]]) -> tuple[torch.nn.Module, Path]:
+    """A small calibrated PNPT and its FP32 OpenVINO export (shared with the export tests)."""
+    return openvino_export("Pnpt")
 
 
 def test_scope_keeps_the_transformer_and_frees_the_backbone(exported: tuple[torch.nn.Module, Path]) -> None:
@@ -56,7 +52,7 @@ def test_quantised_model_keeps_the_retrieved_class(exported: tuple[torch.nn.Modu
     model, path = exported
     core = openvino.Core()
     graph = core.read_model(str(path))
-    calibration = [_class_images([0, 1, 2], seed=seed).numpy() for seed in range(4)]
+    calibration = [class_images([0, 1, 2], seed=seed).numpy() for seed in range(4)]
     quantised = quantize_feature_extractor(graph, calibration)
     operations = quantised.get_ordered_ops()
     assert any(operation.get_type_name() == "FakeQuantize" for operation in operations)
@@ -65,7 +61,7 @@ def test_quantised_model_keeps_the_retrieved_class(exported: tuple[torch.nn.Modu
         if operation.get_type_name() == "FakeQuantize":
             consumers = {i.get_node().get_friendly_name() for o in operation.outputs() for i in o.get_target_inputs()}
             assert not consumers & kept
-    images = _class_images([0, 1, 2, 1], seed=9)
+    images = class_images([0, 1, 2, 1], seed=9)
     with torch.no_grad():
         expected = model(images)
     outputs = {
@@ -90,7 +86,7 @@ class _ValidationImages:
 
     def __init__(self, size: int) -> None:
         self.batches = _ValidationLoader(
-            SimpleNamespace(image=_class_images([0, 1, 2], seed=seed)[..., :size, :size]) for seed in (1, 2)
+            SimpleNamespace(image=class_images([0, 1, 2], seed=seed)[..., :size, :size]) for seed in (1, 2)
         )
 
     def setup(self, stage: str) -> None:

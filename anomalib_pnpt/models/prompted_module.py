@@ -70,6 +70,10 @@ class PromptedAnomalyModule(AnomalibModule):
         visualizer: anomalib visualizer.
     """
 
+    # Whether the pool is a sum over training images that ranks can build from shares of the data and
+    # reduce (see PromptPoolCallback); otherwise every rank builds it from all the images.
+    prompt_pool_splits_across_ranks: bool = False
+
     def __init__(
         self,
         backbone: str,

@@ -11,6 +11,7 @@ metric drop is measured in ``benchmarks/deployment.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,61 +19,29 @@ import pytest
 import torch
 from anomalib.engine import Engine
 
-from anomalib_pnpt import OneNip, Pnpt
 from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer, main
+from tests.calibrated_models import MODELS, calibrated_model, class_images
 
 openvino = pytest.importorskip("openvino")
-
-MODELS = {
-    "Pnpt": (
-        Pnpt,
-        {"hidden_dim": 32, "num_semantic_tokens": 4, "num_heads": 4, "num_layers": 1},
-    ),
-    "OneNip": (
-        OneNip,
-        {"hidden_dim": 32, "num_heads": 4, "num_encoder_layers": 1, "num_decoder_layers": 1, "ffn_dim": 64},
-    ),
-}
-
-
-def _class_images(class_ids: list[int], seed: int = 0) -> torch.Tensor:
-    """Noisy images whose dominant colour channel is their class, so that retrieval has a clear answer."""
-    generator = torch.Generator().manual_seed(seed)
-    images = 0.3 * torch.rand(len(class_ids), 3, 128, 128, generator=generator)
-    for index, class_id in enumerate(class_ids):
-        images[index, class_id] += 0.7
-    return images
-
-
-def _built_model(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    cls, arguments = MODELS[name]
-    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments)
-    images = model.pre_processor.transform(_class_images([0, 1, 2, 0, 1, 2]))
-    model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
-    model.prompt_categories = ["a", "b", "c"]
-    model.eval()
-    # Calibrate the per-class post-processor (as validation would) at the median, so that the exported
-    # graph's per-class normalisation and thresholding produce both labels.
-    with torch.no_grad():
-        raw, class_ids = model.model.predict(images)
-    model.post_processor.image_quantile = model.post_processor.pixel_quantile = 0.5
-    model.post_processor.set_statistics(class_ids, raw.pred_score, raw.anomaly_map, num_classes=3)
-    return model
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("export_type", ["onnx", "openvino"])
-def test_export_matches_torch(name: str, export_type: str, tmp_path: Path) -> None:
-    model = _built_model(name)
-    path = Engine(default_root_dir=tmp_path).export(
-        model, export_type=export_type, export_root=tmp_path, input_size=(128, 128)
-    )
+def test_export_matches_torch(
+    name: str, export_type: str, tmp_path: Path, openvino_export: Callable[[str], tuple[torch.nn.Module, Path]]
+) -> None:
+    if export_type == "openvino":
+        model, path = openvino_export(name)
+    else:
+        model = calibrated_model(name)
+        path = Engine(default_root_dir=tmp_path).export(
+            model, export_type=export_type, export_root=tmp_path, input_size=(128, 128)
+        )
     assert path is not None and Path(path).is_file()
     core = openvino.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     for batch in (1, 3):  # the batch size is not frozen into the graph
-        images = _class_images([2, 0, 1][:batch], seed=batch)
+        images = class_images([2, 0, 1][:batch], seed=batch)
         with torch.no_grad():
             expected = model(images)
         outputs = {key.get_any_name(): value for key, value in compiled(images.numpy()).items()}
@@ -88,14 +57,13 @@ def test_export_matches_torch(name: str, export_type: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_openvino_inferencer_predicts_a_file_with_its_class(name: str, tmp_path: Path) -> None:
+def test_openvino_inferencer_predicts_a_file_with_its_class(
+    name: str, tmp_path: Path, openvino_export: Callable[[str], tuple[torch.nn.Module, Path]]
+) -> None:
     """The exported model runs on a raw image file: score, label, map, mask, class index and name."""
     from PIL import Image
 
-    model = _built_model(name)
-    path = Engine(default_root_dir=tmp_path).export(
-        model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
-    )
+    _, path = openvino_export(name)
     image = np.random.default_rng(0).integers(0, 255, (160, 200, 3), dtype=np.uint8)  # not the input size
     Image.fromarray(image).save(tmp_path / "part.png")
     prediction = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"}).predict(
@@ -112,11 +80,11 @@ def test_openvino_inferencer_predicts_a_file_with_its_class(name: str, tmp_path:
 @pytest.mark.parametrize("compression", ["fp16", "int8"])
 def test_compressed_openvino_exports_run(compression: str, tmp_path: Path) -> None:
     """FP16 and INT8 (weight compression) exports load and retrieve the right class."""
-    model = _built_model("Pnpt")
+    model = calibrated_model("Pnpt")
     path = Engine(default_root_dir=tmp_path).export(
         model, export_type="openvino", export_root=tmp_path, input_size=(128, 128), compression_type=compression
     )
-    images = _class_images([0, 1, 2, 1], seed=5)
+    images = class_images([0, 1, 2, 1], seed=5)
     with torch.no_grad():
         expected = model(images)
     assert expected.pred_category_id.tolist() == [0, 1, 2, 1]

@@ -81,6 +81,9 @@ class Pnpt(PromptedAnomalyModule):
         visualizer: anomalib visualizer.
     """
 
+    # The CS-NPP is a class mean: under DDP each rank sums a share of the images and the sums are reduced.
+    prompt_pool_splits_across_ranks = True
+
     def __init__(
         self,
         backbone: str = "wide_resnet50_2",
@@ -150,12 +153,15 @@ class Pnpt(PromptedAnomalyModule):
         self,
         batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[str]]],
         num_classes: int | None = None,
+        reduce_across_ranks: bool = False,
     ) -> None:
         """Build the CS-NPP from ``(images, class_ids, paths)`` batches of pre-processed training images.
 
         Args:
             batches: Pre-processed training batches (the callback supplies them).
             num_classes: Number of classes; ``None`` means 1 (single-class data).
+            reduce_across_ranks: Every rank got a different share of the batches: sum over ranks before
+                dividing (the callback sets it under DDP).
         """
         pool = self.model.prompt_pool
         started = False
@@ -169,7 +175,7 @@ class Pnpt(PromptedAnomalyModule):
         if not started:
             msg = "No training batch to build the prompt pool from."
             raise RuntimeError(msg)
-        pool.finish()
+        pool.finish(reduce_across_ranks=reduce_across_ranks)
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""

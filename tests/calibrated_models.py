@@ -1,0 +1,48 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Small, randomly initialised, calibrated models whose retrieval has a clear answer (export and INT8 tests)."""
+
+from __future__ import annotations
+
+import torch
+
+from anomalib_pnpt import OneNip, Pnpt
+
+MODELS = {
+    "Pnpt": (
+        Pnpt,
+        {"hidden_dim": 32, "num_semantic_tokens": 4, "num_heads": 4, "num_layers": 1},
+    ),
+    "OneNip": (
+        OneNip,
+        {"hidden_dim": 32, "num_heads": 4, "num_encoder_layers": 1, "num_decoder_layers": 1, "ffn_dim": 64},
+    ),
+}
+
+
+def class_images(class_ids: list[int], seed: int = 0) -> torch.Tensor:
+    """Noisy 128 px images whose dominant colour channel is their class, so that retrieval has a clear answer."""
+    generator = torch.Generator().manual_seed(seed)
+    images = 0.3 * torch.rand(len(class_ids), 3, 128, 128, generator=generator)
+    for index, class_id in enumerate(class_ids):
+        images[index, class_id] += 0.7
+    return images
+
+
+def calibrated_model(name: str) -> torch.nn.Module:
+    """The named model on random Lite0 weights with a three-class pool and per-class calibration, in eval mode."""
+    torch.manual_seed(0)
+    cls, arguments = MODELS[name]
+    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments)
+    images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
+    model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
+    model.prompt_categories = ["a", "b", "c"]
+    model.eval()
+    # Calibrate the per-class post-processor (as validation would) at the median, so that the exported
+    # graph's per-class normalisation and thresholding produce both labels.
+    with torch.no_grad():
+        raw, class_ids = model.model.predict(images)
+    model.post_processor.image_quantile = model.post_processor.pixel_quantile = 0.5
+    model.post_processor.set_statistics(class_ids, raw.pred_score, raw.anomaly_map, num_classes=3)
+    return model

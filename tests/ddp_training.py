@@ -1,0 +1,81 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""One short ``Engine.fit`` of a small model on CPU, single process or two-process DDP (gloo), saving its pool.
+
+Run as a script because Lightning's DDP launcher starts the other rank by re-running the command line::
+
+    python tests/ddp_training.py Pnpt DEMO_ROOT OUT_DIR --devices 2
+
+Every rank writes ``OUT_DIR/rank<R>_of<DEVICES>.pt``: the model's prompt pool (for OneNIP also its training
+prompt bank) and its per-class calibration after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from anomalib.engine import Engine
+
+from anomalib_pnpt import OneNip, Pnpt
+from anomalib_pnpt.data import MultiClassMVTecAD
+
+MODELS = {
+    "Pnpt": (Pnpt, {"hidden_dim": 32, "num_semantic_tokens": 4, "num_heads": 4, "num_layers": 1}),
+    "OneNip": (
+        OneNip,
+        {
+            "hidden_dim": 32,
+            "num_heads": 4,
+            "num_encoder_layers": 1,
+            "num_decoder_layers": 1,
+            "ffn_dim": 64,
+            "refiner_channels": 8,
+            "training_prompts_per_class": 4,
+        },
+    ),
+}
+
+
+def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training computes from data rather than learns.
+
+    The prompt pool (plus OneNIP's bank of training prompts) and the post-processor's per-class calibration.
+    """
+    state = {f"prompt_pool.{name}": tensor for name, tensor in model.model.prompt_pool.state_dict().items()}
+    for name in ("training_prompts", "training_prompt_counts"):
+        if hasattr(model.model, name):
+            state[name] = getattr(model.model, name)
+    state.update({f"post_processor.{name}": value for name, value in model.post_processor.class_statistics().items()})
+    return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
+
+
+def main(arguments: list[str] | None = None) -> None:
+    """Train for one epoch (with validation: the calibration) and save every rank's data state."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", choices=list(MODELS))
+    parser.add_argument("demo_root", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--devices", type=int, default=1)
+    args = parser.parse_args(arguments)
+    torch.manual_seed(0)  # every rank builds the same random backbone
+    cls, small = MODELS[args.model]
+    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, **small)
+    datamodule = MultiClassMVTecAD(root=args.demo_root, num_workers=0, train_batch_size=4, eval_batch_size=8)
+    engine = Engine(
+        default_root_dir=args.out_dir / f"devices{args.devices}",
+        accelerator="cpu",
+        devices=args.devices,
+        strategy="ddp" if args.devices > 1 else "auto",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(model, datamodule=datamodule)
+    torch.save(data_state(model), args.out_dir / f"rank{engine.trainer.global_rank}_of{args.devices}.pt")
+
+
+if __name__ == "__main__":
+    main()
