@@ -39,6 +39,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import DataLoader, Subset
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +184,9 @@ class PromptPoolCallback(Callback):
     are resized but not normalised and still on the CPU, see anomalib's notes).
 
     Under distributed training, a model whose pool is a sum over images (``prompt_pool_splits_across_ranks
-    = True``, PNPT's class means) gets every ``world_size``-th batch on each rank and is asked to reduce
+    = True``, PNPT's class means) gets every ``world_size``-th image on each rank and is asked to reduce
     (``build_prompt_pool(..., reduce_across_ranks=True)``), so the build is ``world_size`` times faster;
-    any other model gets all the batches on every rank and must choose the same prompts on each.
+    any other model gets all the images on every rank and must choose the same prompts on each.
 
     Args:
         rebuild: Build again even if the pool is already built (e.g. when resuming with new data).
@@ -210,11 +211,11 @@ class PromptPoolCallback(Callback):
         world_size, rank = trainer.world_size, trainer.global_rank
         splits = bool(getattr(pl_module, "prompt_pool_splits_across_ranks", False))
         if datamodule is not None:
-            # A fresh loader yields plain batches (the trainer's may be a CombinedLoader) of ALL training
-            # images on every rank: no distributed sampler, which would also repeat images to even out ranks.
-            dataloader = datamodule.train_dataloader()
-            split = splits and world_size > 1 and len(dataloader) >= world_size
-            batches = preprocessed_batches(dataloader, pl_module, *((rank, world_size) if split else (0, 1)))
+            train_loader = datamodule.train_dataloader()
+            split = splits and world_size > 1 and len(train_loader.dataset) >= world_size
+            batches = preprocessed_batches(
+                pool_dataloader(train_loader, *((rank, world_size) if split else (0, 1))), pl_module
+            )
         else:
             # Without a datamodule only the trainer's loader exists; under DDP its sampler already split it.
             split = world_size > 1
@@ -230,20 +231,35 @@ class PromptPoolCallback(Callback):
         logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
 
 
-def preprocessed_batches(dataloader: Any, pl_module: LightningModule, rank: int = 0, world_size: int = 1) -> Any:
-    """Yield pre-processed ``(images, class_ids, paths)`` from a training dataloader.
+def pool_dataloader(train_loader: DataLoader, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The training images in a fixed order, or this rank's share of them, batched as the training loader.
+
+    The training loader shuffles, and differently on every rank unless they share a seed; a fixed order
+    makes the shares ``rank::world_size`` of the dataset a partition (every image counted exactly once over
+    the ranks) and builds no distributed sampler, which would repeat images to even out the ranks.
 
     Args:
-        dataloader: Training batches (anomalib ``Batch`` objects).
-        pl_module: The model (its pre-processor and device).
-        rank: With ``world_size``: yield only the batches whose index is ``rank`` modulo ``world_size``.
-        world_size: Number of ranks sharing the batches.
+        train_loader: The datamodule's training loader (its dataset, batch size, workers and collate).
+        rank: This process's rank.
+        world_size: Number of ranks sharing the images (1: all of them).
     """
+    dataset = train_loader.dataset
+    if world_size > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world_size))
+    return DataLoader(
+        dataset,
+        batch_size=train_loader.batch_size,
+        shuffle=False,
+        num_workers=train_loader.num_workers,
+        collate_fn=train_loader.collate_fn,
+    )
+
+
+def preprocessed_batches(dataloader: Any, pl_module: LightningModule) -> Any:
+    """Yield pre-processed ``(images, class_ids, paths)`` from a training dataloader."""
     transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
     warned = False
-    for index, batch in enumerate(dataloader):
-        if index % world_size != rank:
-            continue
+    for batch in dataloader:
         class_ids = getattr(batch, "category_id", None)
         if class_ids is None:
             if not warned:

@@ -14,6 +14,7 @@ prompt bank) and its per-class calibration after training.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -63,6 +64,8 @@ def main(arguments: list[str] | None = None) -> None:
     torch.manual_seed(0)  # every rank builds the same random backbone
     cls, small = MODELS[args.model]
     model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, **small)
+    # Then each rank draws different random numbers (loader shuffles), as processes do without a shared seed.
+    torch.manual_seed(1 + int(os.environ.get("LOCAL_RANK", "0")))
     datamodule = MultiClassMVTecAD(root=args.demo_root, num_workers=0, train_batch_size=4, eval_batch_size=8)
     engine = Engine(
         default_root_dir=args.out_dir / f"devices{args.devices}",
