@@ -231,23 +231,33 @@ class PromptPoolCallback(Callback):
         logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
 
 
-def pool_dataloader(train_loader: DataLoader, rank: int = 0, world_size: int = 1) -> DataLoader:
+def pool_dataloader(
+    train_loader: DataLoader,
+    rank: int = 0,
+    world_size: int = 1,
+    limit: int | None = None,
+) -> DataLoader:
     """The training images in a fixed order, or this rank's share of them, batched as the training loader.
 
     The training loader shuffles, and differently on every rank unless they share a seed; a fixed order
     makes the shares ``rank::world_size`` of the dataset a partition (every image counted exactly once over
-    the ranks) and builds no distributed sampler, which would repeat images to even out the ranks.
+    the ranks) and builds no distributed sampler, which would repeat images to even out the ranks. It also
+    makes what is computed from it the same on every rank and in every run.
 
     Args:
         train_loader: The datamodule's training loader (its dataset, batch size, workers and collate).
         rank: This process's rank.
         world_size: Number of ranks sharing the images (1: all of them).
+        limit: At most this many images, evenly spaced over the dataset (which lists one class after the
+            other, so that every class is represented); ``None`` takes all.
     """
     dataset = train_loader.dataset
-    if world_size > 1:
-        dataset = Subset(dataset, range(rank, len(dataset), world_size))
+    indices = list(range(len(dataset)))
+    if limit is not None and limit < len(indices):
+        indices = sorted({round(i * (len(indices) - 1) / max(limit - 1, 1)) for i in range(limit)})
+    indices = indices[rank::world_size]
     return DataLoader(
-        dataset,
+        Subset(dataset, indices),
         batch_size=train_loader.batch_size,
         shuffle=False,
         num_workers=train_loader.num_workers,

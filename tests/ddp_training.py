@@ -35,6 +35,7 @@ MODELS = {
             "ffn_dim": 64,
             "refiner_channels": 8,
             "training_prompts_per_class": 4,
+            "calibration_images": 4,  # a subset of the training images: it must be the same on every rank
         },
     ),
 }
@@ -43,13 +44,18 @@ MODELS = {
 def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """What training computes from data rather than learns.
 
-    The prompt pool (plus OneNIP's bank of training prompts) and the post-processor's per-class calibration.
+    The prompt pool (plus OneNIP's bank of training prompts), the post-processor's per-class calibration and
+    OneNIP's refiner scale.
     """
     state = {f"prompt_pool.{name}": tensor for name, tensor in model.model.prompt_pool.state_dict().items()}
     for name in ("training_prompts", "training_prompt_counts"):
         if hasattr(model.model, name):
             state[name] = getattr(model.model, name)
-    state.update({f"post_processor.{name}": value for name, value in model.post_processor.class_statistics().items()})
+    statistics = model.post_processor.class_statistics()
+    state.update({f"calibration.class_{name}": value for name, value in statistics.items()})
+    scale = getattr(model.model.anomaly_map_generator, "refiner_scale", None)  # OneNIP, set from training images
+    if scale is not None:
+        state["calibration.refiner_scale"] = scale
     return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 

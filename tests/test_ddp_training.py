@@ -45,12 +45,13 @@ def test_two_process_ddp_fit_builds_the_single_process_pool(model: str, demo_roo
     assert bool(single["prompt_pool.built"])
     for rank, state in enumerate(ranks):
         assert state.keys() == single.keys()
-        for name in (name for name in single if not name.startswith("post_processor.")):
+        for name in (name for name in single if not name.startswith("calibration.")):
             assert state[name].shape == single[name].shape, (rank, name)
             assert torch.allclose(state[name].float(), single[name].float(), atol=1e-5), (rank, name)
-    calibration = [name for name in single if name.startswith("post_processor.")]
-    assert calibration and all(ranks[0][name].numel() == 3 for name in calibration)  # one value per class
+    calibration = [name for name in single if name.startswith("calibration.")]
+    assert all(ranks[0][name].numel() == 3 for name in calibration if ".class_" in name)  # one value per class
     for name in calibration:  # NaN: a class with one validation image has no score range (the global one)
         torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0, equal_nan=True, msg=name)
     # Each class's single validation image counts once, as in one process: repeats of the sampler dropped.
-    assert ranks[0]["post_processor.image_min"].isnan().tolist() == single["post_processor.image_min"].isnan().tolist()
+    image_min = "calibration.class_image_min"
+    assert ranks[0][image_min].isnan().tolist() == single[image_min].isnan().tolist()

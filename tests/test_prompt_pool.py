@@ -1,7 +1,8 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""PromptPool: class means, cosine retrieval, checkpoint resizing, and identical pools under DDP (gloo)."""
+"""PromptPool: class means, cosine retrieval, checkpoint resizing, identical pools under DDP (gloo), and the
+fixed-order loader the pool and calibrations are built from."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
 
-from anomalib_pnpt.prompt_pool import PromptPool, PromptPoolNotBuiltError
+from anomalib_pnpt.prompt_pool import PromptPool, PromptPoolNotBuiltError, pool_dataloader
 
 
 def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -92,3 +94,19 @@ def test_two_process_gloo_build_equals_single_process(tmp_path: Path) -> None:
         state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name, tensor in single.items():
             assert torch.allclose(state[name].float(), tensor.float(), atol=1e-6), (rank, name)
+
+
+def _indices(loader: DataLoader) -> list[int]:
+    return [int(index) for batch in loader for index in batch]
+
+
+def test_pool_dataloader_shares_partition_the_images_in_a_fixed_order() -> None:
+    """Ranks' shares cover every image once whatever the training loader's shuffle; a limit spreads evenly."""
+    train_loader = DataLoader(list(range(30)), batch_size=4, shuffle=True)
+    shares = [_indices(pool_dataloader(train_loader, rank, 3)) for rank in range(3)]
+    assert sorted(index for share in shares for index in share) == list(range(30))
+    assert shares[1] == _indices(pool_dataloader(train_loader, 1, 3))  # the same again: no shuffle
+    # 30 images listed class after class (10 each): 6 evenly spaced ones include every class.
+    limited = _indices(pool_dataloader(train_loader, limit=6))
+    assert limited == [0, 6, 12, 17, 23, 29]
+    assert {index // 10 for index in limited} == {0, 1, 2}

@@ -50,7 +50,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule, backbone_normalization
-from anomalib_pnpt.prompt_pool import preprocessed_batches
+from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,10 @@ class OneNip(PromptedAnomalyModule):
             return
         was_training = self.training
         self.eval()
-        scale = self.calibrate_refiner_scale(preprocessed_batches(datamodule.train_dataloader(), self))
+        # The same evenly spread images on every rank and in every run (the shuffled loader's first batches
+        # would differ between DDP ranks, and so would their refiner scales).
+        images = pool_dataloader(datamodule.train_dataloader(), limit=self.calibration_images)
+        scale = self.calibrate_refiner_scale(preprocessed_batches(images, self))
         self.train(was_training)
         self._calibrated_at_step = self.trainer.global_step
         logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
