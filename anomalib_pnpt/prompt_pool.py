@@ -185,8 +185,9 @@ class PromptPoolCallback(Callback):
 
     Under distributed training, a model whose pool is a sum over images (``prompt_pool_splits_across_ranks
     = True``, PNPT's class means) gets every ``world_size``-th image on each rank and is asked to reduce
-    (``build_prompt_pool(..., reduce_across_ranks=True)``), so the build is ``world_size`` times faster;
-    any other model gets all the images on every rank and must choose the same prompts on each.
+    (``build_prompt_pool(..., reduce_across_ranks=True)``), so each rank runs the backbone on a
+    ``1 / world_size`` share; any other model gets all the images on every rank and must choose the same
+    prompts on each.
 
     Args:
         rebuild: Build again even if the pool is already built (e.g. when resuming with new data).
