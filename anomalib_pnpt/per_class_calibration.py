@@ -220,15 +220,16 @@ class PerClassPostProcessor(PostProcessor):
         class_ids = torch.cat([class_ids for share in shares for class_ids in share[2]])
         maps = [maps for share in shares for maps in share[1]]
         paths = [path for share in shares for path in share[3]]
-        keep = torch.arange(len(scores))
-        if len(paths) == len(scores):
-            first_of_path = {}
+        if len(paths) == len(scores):  # every image has its path: keep each path's first occurrence
+            first_of_path: dict[str, int] = {}
             for index, path in enumerate(paths):
                 first_of_path.setdefault(path, index)
             keep = torch.tensor(sorted(first_of_path.values()), dtype=torch.long)
-        self._normal_scores, self._normal_class_ids = [scores[keep]], [class_ids[keep]]
+            paths = [paths[index] for index in keep.tolist()]
+        else:
+            keep, paths = torch.arange(len(scores)), []
+        self._normal_scores, self._normal_class_ids, self._normal_paths = [scores[keep]], [class_ids[keep]], paths
         self._normal_maps = [torch.cat(maps)[keep]] if maps else []
-        self._normal_paths = [paths[index] for index in keep.tolist()] if len(paths) == len(scores) else []
 
     def set_statistics(
         self,

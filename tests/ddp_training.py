@@ -20,24 +20,13 @@ from pathlib import Path
 import torch
 from anomalib.engine import Engine
 
-from anomalib_pnpt import OneNip, Pnpt
 from anomalib_pnpt.data import MultiClassMVTecAD
+from tests.calibrated_models import MODELS
 
-MODELS = {
-    "Pnpt": (Pnpt, {"hidden_dim": 32, "num_semantic_tokens": 4, "num_heads": 4, "num_layers": 1}),
-    "OneNip": (
-        OneNip,
-        {
-            "hidden_dim": 32,
-            "num_heads": 4,
-            "num_encoder_layers": 1,
-            "num_decoder_layers": 1,
-            "ffn_dim": 64,
-            "refiner_channels": 8,
-            "training_prompts_per_class": 4,
-            "calibration_images": 4,  # a subset of the training images: it must be the same on every rank
-        },
-    ),
+# On top of the export tests' small models: a small refiner, and OneNIP's prompt bank and refiner-scale
+# calibration drawn from subsets of the training images (which must be the same subsets on every rank).
+EXTRA_ARGUMENTS = {
+    "OneNip": {"refiner_channels": 8, "training_prompts_per_class": 4, "calibration_images": 4},
 }
 
 
@@ -69,6 +58,7 @@ def main(arguments: list[str] | None = None) -> None:
     args = parser.parse_args(arguments)
     torch.manual_seed(0)  # every rank builds the same random backbone
     cls, small = MODELS[args.model]
+    small = {**small, **EXTRA_ARGUMENTS.get(args.model, {})}
     model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, **small)
     # Then each rank draws different random numbers (loader shuffles), as processes do without a shared seed.
     torch.manual_seed(1 + int(os.environ.get("LOCAL_RANK", "0")))
