@@ -48,7 +48,8 @@ import torch
 from anomalib.data import InferenceBatch
 from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
-from torch import distributed as dist
+
+from anomalib_pnpt.distributed import gather_samples, is_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -211,25 +212,18 @@ class PerClassPostProcessor(PostProcessor):
         Lightning's distributed sampler repeats up to ``world_size - 1`` images to even out the ranks; they
         are dropped by path, or a class's single image would count twice and give a zero score range.
         """
-        if trainer is None or trainer.world_size < 2 or not (dist.is_available() and dist.is_initialized()):
+        if not is_distributed(trainer):
             return
-        local = (self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths)
-        shares: list[Any] = [None] * trainer.world_size
-        dist.all_gather_object(shares, local)  # CPU tensors of different lengths per rank: objects, not tensors
-        scores = torch.cat([scores for share in shares for scores in share[0]])
-        class_ids = torch.cat([class_ids for share in shares for class_ids in share[2]])
-        maps = [maps for share in shares for maps in share[1]]
-        paths = [path for share in shares for path in share[3]]
-        if len(paths) == len(scores):  # every image has its path: keep each path's first occurrence
-            first_of_path: dict[str, int] = {}
-            for index, path in enumerate(paths):
-                first_of_path.setdefault(path, index)
-            keep = torch.tensor(sorted(first_of_path.values()), dtype=torch.long)
-            paths = [paths[index] for index in keep.tolist()]
-        else:
-            keep, paths = torch.arange(len(scores)), []
-        self._normal_scores, self._normal_class_ids, self._normal_paths = [scores[keep]], [class_ids[keep]], paths
-        self._normal_maps = [torch.cat(maps)[keep]] if maps else []
+        columns = {  # the distributed sampler gives every rank at least one batch, so the lists are not empty
+            "score": torch.cat(self._normal_scores),
+            "class_id": torch.cat(self._normal_class_ids),
+            "map": torch.cat(self._normal_maps) if self._normal_maps else None,
+        }
+        paths = self._normal_paths if len(self._normal_paths) == len(columns["score"]) else None
+        merged, gathered_paths = gather_samples(trainer, columns, paths)
+        self._normal_scores, self._normal_class_ids = [merged["score"]], [merged["class_id"]]
+        self._normal_maps = [merged["map"]] if merged["map"] is not None else []
+        self._normal_paths = gathered_paths or []
 
     def set_statistics(
         self,

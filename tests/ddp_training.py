@@ -1,14 +1,17 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""One short ``Engine.fit`` of a small model on CPU, single process or two-process DDP (gloo), saving its pool.
+"""A short ``Engine.fit`` (or ``Engine.test``) of a small model on CPU, single process or two-process DDP (gloo).
 
 Run as a script because Lightning's DDP launcher starts the other rank by re-running the command line::
 
     python tests/ddp_training.py Pnpt DEMO_ROOT OUT_DIR --devices 2
+    python tests/ddp_training.py Pnpt DEMO_ROOT OUT_DIR --devices 2 --test-checkpoint OUT_DIR/model.ckpt
 
-Every rank writes ``OUT_DIR/rank<R>_of<DEVICES>.pt``: the model's prompt pool (for OneNIP also its training
-prompt bank) and its per-class calibration after training.
+After a fit every rank writes ``OUT_DIR/rank<R>_of<DEVICES>.pt``: the model's prompt pool (for OneNIP also its
+training prompt bank) and its per-class calibration; a single-process fit also saves ``OUT_DIR/model.ckpt``.
+After a test of a checkpoint every rank writes ``OUT_DIR/test_rank<R>_of<DEVICES>.pt``: the per-class metric
+table and the retrieval accuracy.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from anomalib.engine import Engine
 
 from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.evaluation import PerClassEvaluation
 from tests.calibrated_models import MODELS
 
 # On top of the export tests' small models: a small refiner, and OneNIP's prompt bank and refiner-scale
@@ -48,13 +52,27 @@ def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 
+def test_results(engine: Engine, model: torch.nn.Module, metrics: dict[str, float]) -> dict[str, object]:
+    """The test run's per-class metric table (categories, metric names, values) and class retrieval outcome."""
+    evaluation = next(callback for callback in engine.trainer.callbacks if isinstance(callback, PerClassEvaluation))
+    table = evaluation.table
+    return {
+        "categories": [str(name) for name in table.index],
+        "metrics": list(table.columns),
+        "table": torch.tensor(table.to_numpy(dtype=float)),
+        "retrieval_accuracy": metrics["retrieval_accuracy"],
+        "retrieval_counts": list(model.retrieval_counts),
+    }
+
+
 def main(arguments: list[str] | None = None) -> None:
-    """Train for one epoch (with validation: the calibration) and save every rank's data state."""
+    """Train for one epoch (with validation: the calibration) and save every rank's data state, or test."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", choices=list(MODELS))
     parser.add_argument("demo_root", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--test-checkpoint", type=Path, help="test this checkpoint instead of training")
     args = parser.parse_args(arguments)
     torch.manual_seed(0)  # every rank builds the same random backbone
     cls, small = MODELS[args.model]
@@ -64,7 +82,7 @@ def main(arguments: list[str] | None = None) -> None:
     torch.manual_seed(1 + int(os.environ.get("LOCAL_RANK", "0")))
     datamodule = MultiClassMVTecAD(root=args.demo_root, num_workers=0, train_batch_size=4, eval_batch_size=8)
     engine = Engine(
-        default_root_dir=args.out_dir / f"devices{args.devices}",
+        default_root_dir=args.out_dir / f"{'test_' if args.test_checkpoint else ''}devices{args.devices}",
         accelerator="cpu",
         devices=args.devices,
         strategy="ddp" if args.devices > 1 else "auto",
@@ -72,8 +90,15 @@ def main(arguments: list[str] | None = None) -> None:
         logger=False,
         enable_progress_bar=False,
     )
+    if args.test_checkpoint is not None:
+        metrics = engine.test(model, datamodule=datamodule, ckpt_path=args.test_checkpoint)[0]
+        name = f"test_rank{engine.trainer.global_rank}_of{args.devices}.pt"
+        torch.save(test_results(engine, model, metrics), args.out_dir / name)
+        return
     engine.fit(model, datamodule=datamodule)
     torch.save(data_state(model), args.out_dir / f"rank{engine.trainer.global_rank}_of{args.devices}.pt")
+    if args.devices == 1:
+        engine.trainer.save_checkpoint(args.out_dir / "model.ckpt")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""A real two-process Lightning DDP fit on CPU (gloo) builds the same prompt state on every rank as one process."""
+"""Real two-process Lightning DDP on CPU (gloo): a fit builds one process's prompt state on every rank, and a test
+computes one process's per-class metrics and retrieval accuracy."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,9 @@ SCRIPT = Path(__file__).with_name("ddp_training.py")
 REPO_ROOT = SCRIPT.parents[1]
 
 
-def _fit(model: str, demo_root: Path, out_dir: Path, devices: int) -> None:
+def _run(model: str, demo_root: Path, out_dir: Path, devices: int, *extra: str) -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), model, str(demo_root), str(out_dir), "--devices", str(devices)],
+        [sys.executable, str(SCRIPT), model, str(demo_root), str(out_dir), "--devices", str(devices), *extra],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -30,16 +32,32 @@ def _fit(model: str, demo_root: Path, out_dir: Path, devices: int) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def single_process_fit(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Directory of a one-process fit of the named model (state files and ``model.ckpt``), made once per model."""
+    directories: dict[str, Path] = {}
+
+    def fit(model: str) -> Path:
+        if model not in directories:
+            directories[model] = tmp_path_factory.mktemp(f"ddp_{model}")
+            _run(model, demo_root, directories[model], 1)
+        return directories[model]
+
+    return fit
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["Pnpt", "OneNip"])
-def test_two_process_ddp_fit_builds_the_single_process_pool(model: str, demo_root: Path, tmp_path: Path) -> None:
+def test_two_process_ddp_fit_builds_the_single_process_pool(
+    model: str, demo_root: Path, single_process_fit: Callable[[str], Path]
+) -> None:
     """Two ranks end with one process's pool and the same per-class calibration.
 
     The pool is built before the first step, so it must equal one process's; the calibration follows
     differently trained steps, so only the two ranks must agree (each validated half of the images).
     """
-    _fit(model, demo_root, tmp_path, devices=1)
-    _fit(model, demo_root, tmp_path, devices=2)
+    tmp_path = single_process_fit(model)
+    _run(model, demo_root, tmp_path, 2)
     single = torch.load(tmp_path / "rank0_of1.pt", weights_only=True)
     ranks = [torch.load(tmp_path / f"rank{rank}_of2.pt", weights_only=True) for rank in range(2)]
     assert bool(single["prompt_pool.built"])
@@ -55,3 +73,28 @@ def test_two_process_ddp_fit_builds_the_single_process_pool(model: str, demo_roo
     # Each class's single validation image counts once, as in one process: repeats of the sampler dropped.
     image_min = "calibration.class_image_min"
     assert ranks[0][image_min].isnan().tolist() == single[image_min].isnan().tolist()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_test_reports_the_single_process_metrics(
+    demo_root: Path, single_process_fit: Callable[[str], Path]
+) -> None:
+    """``engine.test`` of one checkpoint on two ranks gives one process's per-class table and retrieval accuracy.
+
+    Each rank tests half of the images (and the sampler repeats one when the count is odd): every rank must
+    report the metrics of the whole test set, each image counted once. One model suffices: the per-class
+    evaluation and the retrieval count are shared by both models.
+    """
+    directory = single_process_fit("Pnpt")
+    for devices in (1, 2):
+        _run("Pnpt", demo_root, directory, devices, "--test-checkpoint", str(directory / "model.ckpt"))
+    single = torch.load(directory / "test_rank0_of1.pt", weights_only=True)
+    assert single["categories"][-1] == "mean"
+    assert single["retrieval_accuracy"] > 0
+    for rank in range(2):
+        state = torch.load(directory / f"test_rank{rank}_of2.pt", weights_only=True)
+        assert state["categories"] == single["categories"]
+        assert state["metrics"] == single["metrics"]
+        torch.testing.assert_close(state["table"], single["table"], atol=1e-6, rtol=0, equal_nan=True)
+        assert state["retrieval_accuracy"] == pytest.approx(single["retrieval_accuracy"])
+        assert state["retrieval_counts"] == single["retrieval_counts"]  # every test image counted once

@@ -35,6 +35,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_pnpt.distributed import gather_samples, is_distributed
 from anomalib_pnpt.evaluation.metrics import auroc, average_precision, pro_score
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class PerClassEvaluation(Callback):
         batch_size = len(predictions.pred_score)
         categories = getattr(batch, "category", None) or ["all"] * batch_size
         self._buffers["category"].extend(categories)
+        paths = getattr(batch, "image_path", None)
+        self._buffers["path"].extend(paths if paths is not None else [None] * batch_size)
         self._buffers["score"].append(predictions.pred_score.detach().float().cpu().reshape(-1))
         self._buffers["label"].append(batch.gt_label.detach().cpu().reshape(-1))
         if predictions.anomaly_map is not None and batch.gt_mask is not None:
@@ -188,19 +191,45 @@ class PerClassEvaluation(Callback):
         )
         return self.table
 
+    def _gather_from_all_ranks(self, trainer: Trainer) -> None:
+        """Under distributed testing, replace this rank's predictions with every rank's, each image once.
+
+        Each rank tests its share of the images (plus the images the distributed sampler repeats), so a
+        table from one rank's buffers would be computed on part of the test set.
+        """
+        if not is_distributed(trainer):
+            return
+        buffers = self._buffers
+        maps_aligned = len(buffers["map"]) == len(buffers["score"])  # batches without masks: no pixel metrics
+        columns = {
+            "category": list(buffers["category"]),
+            "score": torch.cat(buffers["score"]),
+            "label": torch.cat(buffers["label"]),
+            "map": torch.cat(buffers["map"]) if maps_aligned and buffers["map"] else None,
+            "mask": torch.cat(buffers["mask"]) if maps_aligned and buffers["mask"] else None,
+        }
+        paths = buffers["path"] if None not in buffers["path"] else None
+        merged, gathered_paths = gather_samples(trainer, columns, paths)
+        self._buffers = defaultdict(list, {name: [value] for name, value in merged.items() if value is not None})
+        self._buffers["category"] = merged["category"]
+        self._buffers["path"] = gathered_paths or []
+
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Compute, print, log and write the per-class table."""
+        """Compute, print, log and write the per-class table (from all ranks' predictions under DDP)."""
         if not self._buffers["score"]:
             return
+        self._gather_from_all_ranks(trainer)
         table = self.compute()
-        text = format_table(table)
-        print(f"\nPer-class metrics ({type(pl_module).__name__}, threshold-free, raw scores):\n{text}")
         for note in self.notes:
             logger.warning(note)
         for name, row in table.iterrows():
             for metric in METRICS:
-                if not pd.isna(row[metric]):
+                if not pd.isna(row[metric]):  # the same value on every rank: no reduction needed
                     pl_module.log(f"per_class/{name}/{metric}", float(row[metric]), sync_dist=False)
+        if not trainer.is_global_zero:
+            return
+        text = format_table(table)
+        print(f"\nPer-class metrics ({type(pl_module).__name__}, threshold-free, raw scores):\n{text}")
         output_dir = self.output_dir or Path(trainer.default_root_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         table.to_csv(output_dir / "per_class_metrics.csv", index_label="category")

@@ -40,6 +40,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_pnpt.data.items import MultiClassInferenceBatch
+from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
@@ -96,7 +97,10 @@ class PromptedAnomalyModule(AnomalibModule):
         self.cache_features = cache_features
         self.feature_cache = FeatureCache(feature_id)
         self.prompt_categories: list[str] = []
-        self._retrieval = torch.zeros(2, dtype=torch.long)  # [correct, total] over the current test run
+        # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
+        self._retrieval_hits: list[torch.Tensor] = []
+        self._retrieval_paths: list[str | None] = []
+        self.retrieval_counts: tuple[int, int] | None = None  # (correct, images) of the last test run
 
     @classmethod
     def configure_pre_processor(
@@ -212,24 +216,30 @@ class PromptedAnomalyModule(AnomalibModule):
         return batch
 
     def on_test_start(self) -> None:
-        """Reset the retrieval-accuracy counters."""
-        self._retrieval = torch.zeros(2, dtype=torch.long)
+        """Forget the retrieval outcomes of an earlier test run."""
+        self._retrieval_hits, self._retrieval_paths = [], []
 
     def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Predict, and count how often the retrieved class is the sample's class."""
+        """Predict, and record whether the retrieved class is the sample's class."""
         del args, kwargs
         predictions, class_ids = self.model.predict(batch.image)
         truth = getattr(batch, "category_id", None)
         if truth is not None and len(self.prompt_categories) > 1:
-            self._retrieval += torch.tensor([int((class_ids.cpu() == truth.cpu()).sum()), len(truth)])
+            self._retrieval_hits.append((class_ids.cpu() == truth.cpu()).reshape(-1))
+            paths = getattr(batch, "image_path", None)
+            self._retrieval_paths += list(paths) if paths is not None else [None] * len(truth)
         return self._with_predictions(batch, predictions, class_ids)
 
     def on_test_epoch_end(self) -> None:
-        """Log the class-retrieval accuracy of the test run."""
-        correct, total = self._retrieval.tolist()
-        if total:
-            self.log("retrieval_accuracy", correct / total)
-            logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
+        """Log the class-retrieval accuracy of the test run (over every rank's images under DDP)."""
+        if not self._retrieval_hits:
+            return
+        paths = self._retrieval_paths if None not in self._retrieval_paths else None
+        hits = gather_samples(self.trainer, {"hit": torch.cat(self._retrieval_hits)}, paths)[0]["hit"]
+        correct, total = int(hits.sum()), len(hits)
+        self.retrieval_counts = (correct, total)
+        self.log("retrieval_accuracy", correct / total)  # the same value on every rank
+        logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the class names of the prompt pool."""
