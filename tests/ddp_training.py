@@ -11,7 +11,7 @@ Run as a script because Lightning's DDP launcher starts the other rank by re-run
 After a fit every rank writes ``OUT_DIR/rank<R>_of<DEVICES>.pt``: the model's prompt pool (for OneNIP also its
 training prompt bank) and its per-class calibration; a single-process fit also saves ``OUT_DIR/model.ckpt``.
 After a test of a checkpoint every rank writes ``OUT_DIR/test_rank<R>_of<DEVICES>.pt``: the per-class metric
-table and the retrieval accuracy.
+table and the class-retrieval accuracy and counts.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 
-def test_results(engine: Engine, model: torch.nn.Module, metrics: dict[str, float]) -> dict[str, object]:
+def evaluation_results(engine: Engine, model: torch.nn.Module, metrics: dict[str, float]) -> dict[str, object]:
     """The test run's per-class metric table (categories, metric names, values) and class retrieval outcome."""
     evaluation = next(callback for callback in engine.trainer.callbacks if isinstance(callback, PerClassEvaluation))
     table = evaluation.table
@@ -93,7 +93,7 @@ def main(arguments: list[str] | None = None) -> None:
     if args.test_checkpoint is not None:
         metrics = engine.test(model, datamodule=datamodule, ckpt_path=args.test_checkpoint)[0]
         name = f"test_rank{engine.trainer.global_rank}_of{args.devices}.pt"
-        torch.save(test_results(engine, model, metrics), args.out_dir / name)
+        torch.save(evaluation_results(engine, model, metrics), args.out_dir / name)
         return
     engine.fit(model, datamodule=datamodule)
     torch.save(data_state(model), args.out_dir / f"rank{engine.trainer.global_rank}_of{args.devices}.pt")
