@@ -200,13 +200,15 @@ class PerClassEvaluation(Callback):
         if not is_distributed(trainer):
             return
         buffers = self._buffers
-        maps_aligned = len(buffers["map"]) == len(buffers["score"])  # batches without masks: no pixel metrics
+        # Maps and masks are appended together per batch; a batch without them makes the lists shorter: no pixel
+        # metrics then (as in compute).
+        maps_aligned = len(buffers["map"]) == len(buffers["score"])
         columns = {
             "category": list(buffers["category"]),
             "score": torch.cat(buffers["score"]),
             "label": torch.cat(buffers["label"]),
-            "map": torch.cat(buffers["map"]) if maps_aligned and buffers["map"] else None,
-            "mask": torch.cat(buffers["mask"]) if maps_aligned and buffers["mask"] else None,
+            "map": torch.cat(buffers["map"]) if maps_aligned else None,
+            "mask": torch.cat(buffers["mask"]) if maps_aligned else None,
         }
         paths = buffers["path"] if None not in buffers["path"] else None
         merged, gathered_paths = gather_samples(trainer, columns, paths)
