@@ -14,6 +14,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "BackbonePreProcessor": "anomalib_pnpt.pre_processing",
+    "FastPatchcore": "anomalib_pnpt.coreset",
     "FrozenFeatureExtractor": "anomalib_pnpt.backbones",
     "MultiClassMVTecAD": "anomalib_pnpt.data",
     "MultiClassVisa": "anomalib_pnpt.data",
@@ -27,6 +29,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "BackbonePreProcessor",
+    "FastPatchcore",
     "FrozenFeatureExtractor",
     "MultiClassBTAD",
     "MultiClassFolder",

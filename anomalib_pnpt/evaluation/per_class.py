@@ -36,7 +36,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.distributed import gather_samples, is_distributed
-from anomalib_pnpt.evaluation.metrics import auroc, average_precision, pro_score
+from anomalib_pnpt.evaluation.metrics import auroc, average_precision, f1_max, pro_score
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class PerClassEvaluation(Callback):
         self.pro_fpr_limit = pro_fpr_limit
         self.map_size = map_size
         self.table: pd.DataFrame | None = None
+        self.pooled: dict[str, float] | None = None  # image AUROC and best F1 over ALL test images, raw scores
         self.notes: list[str] = []
         self._buffers: dict[str, list[Any]] = defaultdict(list)
 
@@ -181,14 +182,12 @@ class PerClassEvaluation(Callback):
         masks = torch.cat(self._buffers["mask"]) if self._buffers["mask"] else None
         if maps is not None and len(maps) != len(self._buffers["category"]):
             maps = masks = None  # some batches had no masks: pixel metrics would be misaligned
+        scores, labels = torch.cat(self._buffers["score"]), torch.cat(self._buffers["label"])
         self.table, self.notes = evaluate_per_class(
-            self._buffers["category"],
-            torch.cat(self._buffers["score"]),
-            torch.cat(self._buffers["label"]),
-            maps,
-            masks,
-            self.pro_fpr_limit,
+            self._buffers["category"], scores, labels, maps, masks, self.pro_fpr_limit
         )
+        # One decision rule for every class at once (what a line with one threshold sees), on raw scores.
+        self.pooled = {"image_AUROC": auroc(scores, labels), "image_F1max": f1_max(scores, labels)}
         return self.table
 
     def _gather_from_all_ranks(self, trainer: Trainer) -> None:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from anomalib import LearningType
 from anomalib.data import Batch
@@ -37,23 +36,15 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_pnpt.data.items import MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
+from anomalib_pnpt.pre_processing import BackbonePreProcessor
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
 
 logger = logging.getLogger(__name__)
-
-
-def backbone_normalization(backbone: str) -> tuple[list[float], list[float]]:
-    """ImageNet mean and std the backbone was trained with (timm's pretrained config; Lite: 0.5 / 0.5)."""
-    config = timm.get_pretrained_cfg(backbone)
-    mean = list(config.mean) if config is not None else [0.485, 0.456, 0.406]
-    std = list(config.std) if config is not None else [0.229, 0.224, 0.225]
-    return mean, std
 
 
 class PromptedAnomalyModule(AnomalibModule):
@@ -117,9 +108,7 @@ class PromptedAnomalyModule(AnomalibModule):
         Returns:
             The pre-processor.
         """
-        mean, std = backbone_normalization(backbone)
-        transform = Compose([Resize(image_size or (256, 256), antialias=True), Normalize(mean=mean, std=std)])
-        return PreProcessor(transform=transform)
+        return BackbonePreProcessor(backbone, image_size=image_size or (256, 256))
 
     @classmethod
     def configure_post_processor(cls) -> PostProcessor:

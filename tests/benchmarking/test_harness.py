@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from anomalib_pnpt.benchmarking import BenchmarkJob, run_job, summarise, write_results
+from anomalib_pnpt.benchmarking import BenchmarkJob, build_model, run_job, summarise, write_results
 from anomalib_pnpt.evaluation import METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +118,44 @@ def test_harness_skips_without_data(tmp_path: Path) -> None:
     )
     assert result.returncode == 0
     assert "SKIPPED: dataset root" in result.stdout
+
+
+def test_harness_never_calibrates_on_test_images(demo_root: Path) -> None:
+    from anomalib_pnpt.benchmarking.harness import build_datamodule
+
+    job = BenchmarkJob(
+        name="PaDiM", class_path="Padim", init_args=PADIM, root=str(demo_root), categories=["disc", "weave"], mode="u"
+    )
+    datamodule = build_datamodule(job)
+    datamodule.setup()
+    validation = set(datamodule.val_data.samples["image_path"])
+    test = set(datamodule.test_data.samples["image_path"])
+    train = set(datamodule.train_data.samples["image_path"])
+    assert validation, "the harness must hold out normal training images for calibration"
+    assert not validation & test
+    assert not validation & train
+    assert all("/train/" in path for path in validation)
+    assert {"disc", "weave"} <= set(datamodule.val_data.samples["category"])
+
+
+def test_stock_models_get_their_backbones_pre_processing_and_weights() -> None:
+    import torch
+    from torchvision.transforms.v2 import Normalize
+
+    from anomalib_pnpt.backbones import load_offline_state_dict
+
+    def normalize(model: torch.nn.Module) -> Normalize:
+        return next(t for t in model.pre_processor.transform.transforms if isinstance(t, Normalize))
+
+    pretrained = build_model("anomalib.models.Padim", {**PADIM, "pre_trained": True})
+    assert normalize(pretrained).mean == [0.5, 0.5, 0.5]
+    assert normalize(pretrained).std == [0.5, 0.5, 0.5]
+    stem = load_offline_state_dict("tf_efficientnet_lite0")["conv_stem.weight"]
+    extractor = pretrained.model.feature_extractor.feature_extractor
+    assert torch.equal(extractor.conv_stem.weight, stem)
+    # pre_trained=False means random weights, as on the anomalib CLI.
+    random = build_model("anomalib.models.Padim", {**PADIM, "pre_trained": False})
+    assert not torch.equal(random.model.feature_extractor.feature_extractor.conv_stem.weight, stem)
+    # An explicit pre-processor is kept.
+    wrn = build_model("anomalib.models.Padim", {**PADIM, "pre_processor": True})
+    assert normalize(wrn).mean == [0.485, 0.456, 0.406]

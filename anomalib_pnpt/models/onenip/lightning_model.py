@@ -49,7 +49,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
-from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule, backbone_normalization
+from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
+from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 
 logger = logging.getLogger(__name__)
