@@ -196,6 +196,16 @@ class PromptedAnomalyModule(AnomalibModule):
         predictions, class_ids = self.model.predict(batch.image)
         return self._with_predictions(batch, predictions, class_ids)
 
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:
+        """Raw predictions with the retrieved class, as in validation and test.
+
+        anomalib's default step drops the class, so ``engine.predict`` / ``anomalib predict`` fell back to the
+        global threshold; with it they decide per class like ``forward`` and the export.
+        """
+        del batch_idx, dataloader_idx
+        predictions, class_ids = self.model.predict(batch.image)
+        return self._with_predictions(batch, predictions, class_ids)
+
     @staticmethod
     def _with_predictions(batch: Batch, predictions: Any, class_ids: torch.Tensor) -> Batch:
         """The batch with raw scores and maps, and the retrieved class as ``pred_category_id``."""
