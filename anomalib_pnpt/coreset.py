@@ -81,6 +81,28 @@ def similarity_order(features: torch.Tensor, group_size: int = 1024, iterations:
     return torch.argsort(labels, stable=True)
 
 
+def _runs(active: torch.Tensor, block_size: int, num_rows: int, max_rows: int) -> list[tuple[int, int]]:
+    """Row ranges covering the active blocks, consecutive blocks merged into runs of at most ``max_rows`` rows."""
+    runs: list[tuple[int, int]] = []
+    for block in active.nonzero().flatten().tolist():
+        start, end = block * block_size, min((block + 1) * block_size, num_rows)
+        if runs and runs[-1][1] == start and end - runs[-1][0] <= max_rows:
+            runs[-1] = (runs[-1][0], end)
+        elif start < end:
+            runs.append((start, end))
+    return runs
+
+
+def _update(
+    rows: torch.Tensor, centre: torch.Tensor, k: int, min_distances: torch.Tensor, cell: torch.Tensor, out: torch.Tensor
+) -> None:
+    """Update these rows as anomalib's sampler does, row by row: ``min(d, ||x - c||_2)``; cell ``k`` where lower."""
+    distances = out[: rows.shape[0]]
+    torch.linalg.norm(rows - centre, ord=2, dim=1, out=distances)
+    cell[distances < min_distances] = k
+    torch.minimum(min_distances, distances, out=min_distances)
+
+
 def principal_basis(rows: torch.Tensor, dims: int, sample_size: int = 20000) -> torch.Tensor:
     """Orthonormal columns spanning the leading principal directions of ``rows`` (own random generator).
 
@@ -108,6 +130,7 @@ class FastKCenterGreedy(KCenterGreedy):
         sampling_ratio: Fraction of rows to keep (anomalib's meaning).
         block_size: Rows per contiguous block: a block is computed when any of its rows may change.
         bound_dims: Principal directions of the projected lower bound.
+        chunk_rows: Most rows computed in one call (consecutive active blocks are merged up to this).
         progress_every_s: Log progress at most this often (seconds); ``0`` disables it.
 
     Example:
@@ -123,19 +146,22 @@ class FastKCenterGreedy(KCenterGreedy):
         sampling_ratio: float,
         block_size: int = 512,
         bound_dims: int = 64,
+        chunk_rows: int = 8192,
         progress_every_s: float = 30.0,
     ) -> None:
         super().__init__(embedding=embedding, sampling_ratio=sampling_ratio)
         self.block_size = block_size
+        self.chunk_rows = max(chunk_rows, block_size)
         self.bound_dims = bound_dims
         self.progress_every_s = progress_every_s
         self.rows_computed = 0
 
-    def select_coreset_idxs(self) -> list[int]:
-        """Select the coreset indices (same as ``KCenterGreedy.select_coreset_idxs`` for the same seed).
+    def _ordered_rows(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected rows and first centre as anomalib's sampler makes them; similar rows made adjacent.
 
         Returns:
-            Indices of the selected rows, in selection order.
+            The first centre's (original) index, the reordered rows, ``order`` (new -> original index) and
+            ``position`` (original -> new index).
         """
         # anomalib's own projection and first draw, in anomalib's order (they consume the global RNGs).
         if self.embedding.ndim == 2:
@@ -150,6 +176,15 @@ class FastKCenterGreedy(KCenterGreedy):
         del features
         position = torch.empty_like(order)
         position[order] = torch.arange(len(order))
+        return first, rows, order, position
+
+    def select_coreset_idxs(self) -> list[int]:
+        """Select the coreset indices (same as ``KCenterGreedy.select_coreset_idxs`` for the same seed).
+
+        Returns:
+            Indices of the selected rows, in selection order.
+        """
+        first, rows, order, position = self._ordered_rows()
         num_rows, size = rows.shape[0], self.block_size
         basis = principal_basis(rows, self.bound_dims)
         projected = torch.zeros(-(-num_rows // size) * size, basis.shape[1])
@@ -162,29 +197,33 @@ class FastKCenterGreedy(KCenterGreedy):
         min_distances[:num_rows] = torch.inf
         cell = torch.zeros(num_blocks * size, dtype=torch.long)
         centres = torch.empty(self.coreset_size, rows.shape[1])
-        distances = torch.empty(size)
+        distances = torch.empty(max(size, self.chunk_rows))
+        all_blocks = torch.ones(num_blocks, dtype=torch.bool)
+        check_bounds, skipped_checks = True, 0
         selected = [first]
         row = int(position[first])
         last_log = time.perf_counter()
         for k in range(self.coreset_size - 1):  # k: position in the selection of the centre in `row`
             centre = rows[row]
             centres[k] = centre
-            # A row x of cell a has ||x - c|| >= ||c - a|| - ||x - a|| = ||c - a|| - d(x), which is >= d(x) when
-            # ||c - a|| >= 2 d(x): the new centre c cannot lower d(x) (the margin covers float32 rounding).
-            gap = torch.linalg.norm(centres[: k + 1] - centre, dim=1)
-            limit = min_distances * (1 + _RELATIVE_MARGIN)
-            may_change = gap[cell] * (1 - _RELATIVE_MARGIN) < 2 * limit
-            # Second bound: the projected distance; rows it cannot rule out are computed exactly.
-            lower = torch.linalg.norm(projected - centre @ basis, dim=1) * (1 - _RELATIVE_MARGIN)
-            may_change &= lower < limit
-            for block in may_change.view(num_blocks, size).any(1).nonzero().flatten().tolist():
-                start = block * size
-                end = min(start + size, num_rows)
-                # anomalib's update, row by row exactly as there: min(d, ||x - c||_2).
-                torch.linalg.norm(rows[start:end] - centre, ord=2, dim=1, out=distances[: end - start])
-                current = min_distances[start:end]
-                cell[start:end][distances[: end - start] < current] = k
-                torch.minimum(current, distances[: end - start], out=current)
+            if check_bounds:
+                # A row x of cell a has ||x - c|| >= ||c - a|| - ||x - a|| = ||c - a|| - d(x), which is >= d(x)
+                # when ||c - a|| >= 2 d(x): c cannot lower d(x) (the margin covers float32 rounding). Second bound:
+                # the projected distance. Rows neither bound rules out are computed exactly.
+                gap = torch.linalg.norm(centres[: k + 1] - centre, dim=1)
+                limit = min_distances * (1 + _RELATIVE_MARGIN)
+                may_change = gap[cell] * (1 - _RELATIVE_MARGIN) < 2 * limit
+                may_change &= torch.linalg.norm(projected - centre @ basis, dim=1) * (1 - _RELATIVE_MARGIN) < limit
+                active = may_change.view(num_blocks, size).any(1)
+                # While most blocks are active the bounds cost more than they save: skip them for a while.
+                check_bounds = float(active.float().mean()) < 0.5
+                skipped_checks = 0
+            else:
+                active = all_blocks
+                skipped_checks += 1
+                check_bounds = skipped_checks >= 16
+            for start, end in _runs(active, size, num_rows, max_rows=self.chunk_rows):
+                _update(rows[start:end], centre, k, min_distances[start:end], cell[start:end], distances)
                 self.rows_computed += end - start
             # As anomalib: the farthest row is next (torch.max: the first of equal maxima, by original index);
             # its distance becomes 0.

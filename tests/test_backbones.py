@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,3 +97,22 @@ def test_offline_weights_into_stock_anomalib_model() -> None:
     expected = create_pretrained_timm_model("tf_efficientnet_lite2").conv_stem.weight
     assert not torch.equal(before, after)
     assert torch.equal(after, expected)
+
+
+def test_installed_offline_weights_make_pre_trained_true_work_for_stock_models(tmp_path: Path) -> None:
+    """After install_offline_weights, a stock anomalib model with pre_trained=True gets ImageNet weights offline."""
+    script = (
+        "import torch\n"
+        "from anomalib_pnpt.backbones import install_offline_weights, load_offline_state_dict\n"
+        "install_offline_weights(['tf_efficientnet_lite0'])\n"
+        "from anomalib.models import Padim\n"
+        "model = Padim(backbone='tf_efficientnet_lite0', layers=['blocks.1'], pre_trained=True, n_features=10)\n"
+        "stem = model.model.feature_extractor.feature_extractor.conv_stem.weight\n"
+        "assert torch.equal(stem, load_offline_state_dict('tf_efficientnet_lite0')['conv_stem.weight'])\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+    assert (tmp_path / "hub" / "models--timm--tf_efficientnet_lite0.in1k" / "refs" / "main").is_file()

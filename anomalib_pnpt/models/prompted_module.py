@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,21 @@ class PromptedAnomalyModule(AnomalibModule):
     def prompt_pool_ready(self) -> bool:
         """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""
         return bool(self.model.prompt_pool.built)
+
+    def profile(self, action: str) -> AbstractContextManager:
+        """Time ``action`` with the trainer's profiler (``Engine(profiler="simple")``); a no-op otherwise.
+
+        The training steps mark their parts (features from the cache or the backbone, synthetic anomalies,
+        network forward) so a profile of an epoch splits what Lightning reports as one ``training_step``.
+
+        Args:
+            action: Name of the timed part, e.g. ``"features"``.
+
+        Returns:
+            A context manager.
+        """
+        trainer = self._trainer
+        return trainer.profiler.profile(f"[{type(self).__name__}] {action}") if trainer is not None else nullcontext()
 
     def cached_features(
         self,

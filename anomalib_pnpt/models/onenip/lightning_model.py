@@ -258,7 +258,8 @@ class OneNip(PromptedAnomalyModule):
         """OneNIP loss: reconstruction from a same-class prompt, restoration of synthetic anomalies, Dice."""
         del args, kwargs
         images = batch.image
-        features = self._clean_features(images, getattr(batch, "image_path", None))
+        with self.profile("features (cache or backbone)"):
+            features = self._clean_features(images, getattr(batch, "image_path", None))
         class_ids = getattr(batch, "category_id", None)
         if class_ids is None:
             class_ids = torch.zeros(len(images), dtype=torch.long)
@@ -266,10 +267,13 @@ class OneNip(PromptedAnomalyModule):
         synthetic_features = masks = None
         if self.model.use_restoration:
             start = time.perf_counter()
-            synthetic, masks = self.anomaly_generator(images)
+            with self.profile("synthetic anomalies"):
+                synthetic, masks = self.anomaly_generator(images)
             self.synthesis_seconds += time.perf_counter() - start
-            synthetic_features = self.model.extract_features(synthetic)
-        losses = self.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
+            with self.profile("backbone on synthetic copies"):
+                synthetic_features = self.model.extract_features(synthetic)
+        with self.profile("network forward + loss"):
+            losses = self.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
         self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
         for name in ("reconstruction", "restoration", "dice"):
             if name in losses:

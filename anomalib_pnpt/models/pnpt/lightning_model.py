@@ -180,8 +180,12 @@ class Pnpt(PromptedAnomalyModule):
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""
         del args, kwargs
-        features = self.cached_features(batch.image, getattr(batch, "image_path", None), self.model.extract_features)
-        loss = self.model.training_loss(features)
+        with self.profile("features (cache or backbone)"):
+            features = self.cached_features(
+                batch.image, getattr(batch, "image_path", None), self.model.extract_features
+            )
+        with self.profile("network forward + loss"):
+            loss = self.model.training_loss(features)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 

@@ -1,0 +1,135 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Where a training epoch's time goes: Lightning's SimpleProfiler over the CPU config of a model.
+
+Trains the model of a CLI config (``configs/pnpt_cpu.yaml``, ``configs/onenip_cpu.yaml``) on the shared
+industrial data for one epoch (``--batches`` training batches; the prompt pool, which also fills the feature
+cache, is built first) followed by one validation (the per-class calibration), with ``profiler="simple"``. The
+models mark the parts of their training step (features from the cache or the backbone, synthetic anomalies,
+network forward + loss); Lightning times data loading, callbacks, backward and the optimizer step.
+
+Usage:
+    python benchmarks/epoch_profile.py --config configs/pnpt_cpu.yaml [--batches 30] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch.profilers import SimpleProfiler
+
+from anomalib_pnpt.benchmarking.invocation import command_line, data_root
+from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.model_factory import build_model
+
+
+class _Clock(Callback):
+    """Wall time of the training epoch (without validation) and of the validation."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.times["train_epoch_s"] = time.perf_counter() - self._start
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.times["validation_s"] = time.perf_counter() - self._start
+
+
+def _total(durations: dict[str, list[float]], *needles: str) -> float:
+    return sum(sum(v) for k, v in durations.items() if all(n in k for n in needles))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/epoch_profile"))
+    args = parser.parse_args()
+    config = yaml.safe_load(args.config.read_text())
+    shared = data_root(__file__)
+    init_args = {
+        key: value.replace("../shared/data", str(shared)) if isinstance(value, str) else value
+        for key, value in config["model"]["init_args"].items()
+    }
+    data_args = dict(config["data"]["init_args"], root=str(shared / "industrial"))
+    seed_everything(0)
+    model = build_model(config["model"]["class_path"], init_args)
+    datamodule = MultiClassMVTecAD(**data_args)
+    name = type(model).__name__
+    args.output.mkdir(parents=True, exist_ok=True)
+    profiler = SimpleProfiler(dirpath=args.output, filename=f"{name}_simple_profiler")
+    clock = _Clock()
+    engine = Engine(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=args.batches,
+        profiler=profiler,
+        callbacks=[clock],
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tempfile.mkdtemp(prefix="epoch_profile_"),
+    )
+    start = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    fit_s = time.perf_counter() - start
+    durations = profiler.recorded_durations
+    step = {
+        "data loading (decode, resize; dataloader next)": _total(durations, "train_dataloader_next"),
+        "pre-processing (PreProcessor callback)": _total(durations, "PreProcessor", "on_train_batch_start"),
+        "features (cache or backbone)": _total(durations, f"[{name}] features"),
+        "synthetic anomalies": _total(durations, f"[{name}] synthetic anomalies"),
+        "backbone on synthetic copies": _total(durations, f"[{name}] backbone on synthetic"),
+        "network forward + loss": _total(durations, f"[{name}] network forward"),
+        "backward": _total(durations, "backward"),
+        "optimizer step + zero_grad (outside forward/backward)": _total(durations, "optimizer_step")
+        - _total(durations, "[Strategy]", "training_step")
+        - _total(durations, "backward"),
+        "logging + other callbacks (train batch hooks)": _total(durations, "[Callback]", "on_train_batch")
+        - _total(durations, "PreProcessor", "on_train_batch_start"),
+    }
+    network = (
+        step["network forward + loss"]
+        + step["backward"]
+        + step["optimizer step + zero_grad (outside forward/backward)"]
+    )
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    result = {
+        "command": command_line(),
+        "model": name,
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "train_batches": args.batches,
+        "fit_s (pool build + epoch + validation)": fit_s,
+        **clock.times,
+        "prompt pool build_s": _total(durations, "PromptPoolCallback"),
+        "parts_s": step,
+        "network_s": network,
+        "network_share_of_train_epoch": network / clock.times["train_epoch_s"],
+        "train_ms_per_image": 1000 * clock.times["train_epoch_s"] / (args.batches * data_args["train_batch_size"]),
+        "network_ms_per_image": 1000 * network / (args.batches * data_args["train_batch_size"]),
+    }
+    (args.output / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
