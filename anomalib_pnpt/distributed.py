@@ -10,10 +10,10 @@ must therefore gather every rank's samples and drop the repeats, which are recog
 
 Example:
     >>> import torch
-    >>> columns = {"score": torch.tensor([0.1, 0.2])}
+    >>> columns = {"score": torch.tensor([0.5, 0.25])}
     >>> merged, paths = gather_samples(None, columns, ["a.png", "b.png"])  # one process: unchanged
     >>> merged["score"].tolist(), paths
-    ([0.1, 0.2], ['a.png', 'b.png'])
+    ([0.5, 0.25], ['a.png', 'b.png'])
 """
 
 from __future__ import annotations
