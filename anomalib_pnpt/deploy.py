@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from anomalib.data.utils import read_image
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.visualization.image.functional import (
     add_text_to_image,
@@ -45,6 +44,7 @@ from anomalib.visualization.image.functional import (
 )
 from PIL import Image
 
+from anomalib_pnpt.data.dataset import ImageReadError, load_rgb_array
 from anomalib_pnpt.data.items import MultiClassNumpyImageBatch
 
 CATEGORIES_FILE = "categories.json"
@@ -54,6 +54,52 @@ def read_categories(model_path: str | Path) -> list[str]:
     """Class names written beside an exported model (``categories.json``); empty when there is none."""
     path = Path(model_path).parent / CATEGORIES_FILE
     return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` float32 RGB in ``[0, 1]``, read as the training data is.
+
+    anomalib's ``read_image`` turns a 16-bit grayscale PNG white (a defective part then scores 0 and passes);
+    this reads every bit depth and mode the training reader reads.
+
+    Args:
+        path: Image file.
+
+    Returns:
+        The image.
+
+    Raises:
+        ImageReadError: If the file is missing, not an image or truncated (the message names the file).
+    """
+    return load_rgb_array(path).astype(np.float32) / 255.0
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """The image files to predict: ``path`` itself, or the images directly inside a folder (sorted by name).
+
+    Every file is decoded once here, so that a missing, truncated or non-image file is reported before the
+    model is loaded.
+
+    Args:
+        path: An image file or a folder.
+
+    Returns:
+        The files.
+
+    Raises:
+        ImageReadError: If a file cannot be read, or a folder holds no image.
+    """
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        msg = f"No image files ({', '.join(IMAGE_SUFFIXES)}) in folder '{path}'."
+        raise ImageReadError(msg)
+    for file in files:
+        load_rgb_array(file)
+    return files
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -110,7 +156,7 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
         image_path = None
         if isinstance(image, str | Path):
             image_path = [str(image)]
-            image = read_image(image, as_tensor=False)
+            image = read_image_file(image)
         elif isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB")) / 255.0
         elif isinstance(image, torch.Tensor):
@@ -186,20 +232,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Predict one image with an exported OpenVINO / ONNX model; print JSON and optionally write the overlay."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="exported model.xml or model.onnx")
-    parser.add_argument("--image", type=Path, required=True)
-    parser.add_argument("--output", type=Path, help="overlay picture to write (PNG)")
+    parser.add_argument("--image", type=Path, required=True, help="an image file, or a folder of images")
+    parser.add_argument("--output", type=Path, help="overlay picture to write (PNG; for a folder: a folder)")
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--precision", default=None, help="OpenVINO INFERENCE_PRECISION_HINT, e.g. f32")
     args = parser.parse_args(argv)
     config = {"INFERENCE_PRECISION_HINT": args.precision} if args.precision else None
+    # Check the inputs before the model is loaded (seconds), so a wrong path fails at once and in one line.
+    if not args.model.is_file():
+        parser.error(f"model file '{args.model}' not found")
+    try:
+        files = image_files(args.image)
+    except (ImageReadError, OSError) as error:
+        parser.error(str(error))
     inferencer = MultiClassOpenVINOInferencer(args.model, device=args.device, config=config)
-    prediction = inferencer.predict(args.image)
-    summary = prediction_summary(prediction)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        overlay_picture(read_image(args.image, as_tensor=False), prediction).save(args.output)
-        summary["overlay"] = str(args.output)
-    print(json.dumps(summary, indent=2))
+    folder = args.image.is_dir()
+    for file in files:
+        prediction = inferencer.predict(file)
+        summary = prediction_summary(prediction)
+        if args.output is not None:
+            target = args.output / f"{file.stem}_overlay.png" if folder else args.output
+            target.parent.mkdir(parents=True, exist_ok=True)
+            overlay_picture(read_image_file(file), prediction).save(target)
+            summary["overlay"] = str(target)
+        # A folder gives one JSON line per image; a single image the indented object.
+        print(json.dumps(summary) if folder else json.dumps(summary, indent=2), flush=True)
 
 
 if __name__ == "__main__":
