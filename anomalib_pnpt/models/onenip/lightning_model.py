@@ -47,6 +47,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_pnpt.lr_schedule import SCHEDULES, lr_scheduler_config
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
@@ -92,6 +93,9 @@ class OneNip(PromptedAnomalyModule):
         weight_decay: AdamW weight decay (paper: 1e-4).
         gradient_clip: Gradient-norm clipping (paper: 0.1).
         lr_drop_fraction: Learning rate x0.1 after this fraction of the epochs (paper: 800 of 1000).
+        lr_schedule: ``"step"`` (the paper's), ``"warmup_cosine"`` or ``"constant"`` (see
+            :mod:`anomalib_pnpt.lr_schedule`).
+        warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
         cache_features: Reuse the clean training images' backbone features across epochs.
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
@@ -130,6 +134,8 @@ class OneNip(PromptedAnomalyModule):
         weight_decay: float = 1e-4,
         gradient_clip: float = 0.1,
         lr_drop_fraction: float = 0.8,
+        lr_schedule: str = "step",
+        warmup_steps: int = 0,
         cache_features: bool = True,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -150,6 +156,11 @@ class OneNip(PromptedAnomalyModule):
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
         self.lr_drop_fraction = lr_drop_fraction
+        if lr_schedule not in SCHEDULES:  # fail at construction, not after the pool is built
+            msg = f"Unknown lr_schedule '{lr_schedule}'; choose one of {SCHEDULES}."
+            raise ValueError(msg)
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
         self.model = OneNipModel(
             backbone=backbone,
@@ -337,15 +348,19 @@ class OneNip(PromptedAnomalyModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW; learning rate x0.1 after ``lr_drop_fraction`` of the epochs (paper: epoch 800 of 1000)."""
+        """AdamW with the chosen schedule (default, the paper's: x0.1 after ``lr_drop_fraction`` of the epochs)."""
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-        max_epochs = getattr(self.trainer, "max_epochs", None) if self._trainer is not None else None
-        if not max_epochs or max_epochs < 1:
-            return {"optimizer": optimizer}
-        milestone = max(1, round(self.lr_drop_fraction * max_epochs))
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[milestone], gamma=0.1)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        trainer = self._trainer
+        scheduler = lr_scheduler_config(
+            optimizer,
+            self.lr_schedule,
+            total_steps=trainer.estimated_stepping_batches if trainer is not None else None,
+            max_epochs=getattr(trainer, "max_epochs", None) if trainer is not None else None,
+            warmup_steps=self.warmup_steps,
+            drop_fraction=self.lr_drop_fraction,
+        )
+        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

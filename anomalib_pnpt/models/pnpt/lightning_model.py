@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from anomalib.data import Batch
@@ -38,6 +39,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from anomalib_pnpt.lr_schedule import SCHEDULES, lr_scheduler_config
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
@@ -70,6 +72,10 @@ class Pnpt(PromptedAnomalyModule):
         score_top_k: Image score = mean of the top-k map pixels; ``None`` = max.
         learning_rate: AdamW learning rate (paper: 1e-4).
         weight_decay: AdamW weight decay.
+        lr_schedule: ``"constant"`` (the paper gives none), ``"step"`` or ``"warmup_cosine"``
+            (see :mod:`anomalib_pnpt.lr_schedule`).
+        warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
+        gradient_clip: Gradient-norm clipping; ``0`` disables it (the paper does not clip).
         cache_features: Reuse training images' backbone features across epochs.
         use_hpe: Ablation: ``False`` = last backbone level only.
         use_prior: Ablation: ``False`` = single stream, no CS-NPP.
@@ -104,6 +110,9 @@ class Pnpt(PromptedAnomalyModule):
         score_top_k: int | None = None,
         learning_rate: float = 1e-4,
         weight_decay: float = 1e-4,
+        lr_schedule: str = "constant",
+        warmup_steps: int = 0,
+        gradient_clip: float = 0.0,
         cache_features: bool = True,
         use_hpe: bool = True,
         use_prior: bool = True,
@@ -126,6 +135,12 @@ class Pnpt(PromptedAnomalyModule):
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        if lr_schedule not in SCHEDULES:  # fail at construction, not after the pool is built
+            msg = f"Unknown lr_schedule '{lr_schedule}'; choose one of {SCHEDULES}."
+            raise ValueError(msg)
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
+        self.gradient_clip = gradient_clip
         self.model = PnptModel(
             backbone=backbone,
             layers=layers,
@@ -189,7 +204,21 @@ class Pnpt(PromptedAnomalyModule):
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW over the trainable (non-backbone) parameters."""
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over the trainable (non-backbone) parameters, with the chosen learning-rate schedule."""
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        trainer = self._trainer
+        scheduler = lr_scheduler_config(
+            optimizer,
+            self.lr_schedule,
+            total_steps=trainer.estimated_stepping_batches if trainer is not None else None,
+            max_epochs=trainer.max_epochs if trainer is not None else None,
+            warmup_steps=self.warmup_steps,
+        )
+        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No sanity validation (the pool is built when training starts); gradient clipping if set."""
+        return {**super().trainer_arguments, "gradient_clip_val": self.gradient_clip}
