@@ -32,6 +32,24 @@ import torch
 SCHEDULES = ("constant", "step", "warmup_cosine")
 
 
+def validate_schedule(schedule: str) -> str:
+    """Return ``schedule`` if it is one of :data:`SCHEDULES` (models check at construction, not after the pool).
+
+    Args:
+        schedule: Schedule name.
+
+    Returns:
+        The name.
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if schedule not in SCHEDULES:
+        msg = f"Unknown lr_schedule '{schedule}'; choose one of {SCHEDULES}."
+        raise ValueError(msg)
+    return schedule
+
+
 def lr_scheduler_config(
     optimizer: torch.optim.Optimizer,
     schedule: str,
@@ -58,9 +76,7 @@ def lr_scheduler_config(
     Raises:
         ValueError: For an unknown schedule name.
     """
-    if schedule not in SCHEDULES:
-        msg = f"Unknown lr_schedule '{schedule}'; choose one of {SCHEDULES}."
-        raise ValueError(msg)
+    validate_schedule(schedule)
     if schedule == "step":
         if not max_epochs or max_epochs < 1:
             return None

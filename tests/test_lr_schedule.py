@@ -49,3 +49,33 @@ def test_models_keep_their_papers_schedule_by_default() -> None:
     onenip = OneNip(backbone="tf_efficientnet_lite0", pre_trained=False, hidden_dim=32, num_heads=4)
     assert onenip.lr_schedule == "step"
     assert onenip.trainer_arguments["gradient_clip_val"] == pytest.approx(0.1)
+
+
+def test_warmup_cosine_steps_every_batch_in_a_real_fit(demo_root) -> None:
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt.data import MultiClassMVTecAD
+
+    model = Pnpt(
+        backbone="tf_efficientnet_lite0",
+        pre_trained=False,
+        image_size=64,
+        hidden_dim=32,
+        num_semantic_tokens=4,
+        num_heads=4,
+        num_layers=1,
+        learning_rate=1e-3,
+        lr_schedule="warmup_cosine",
+        warmup_steps=2,
+        gradient_clip=0.5,
+    )
+    datamodule = MultiClassMVTecAD(root=demo_root, categories=["disc", "weave"], num_workers=0, train_batch_size=4)
+    engine = Engine(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False, check_val_every_n_epoch=2)
+    engine.fit(model, datamodule=datamodule)
+    [config] = engine.trainer.lr_scheduler_configs
+    assert config.interval == "step"
+    steps = engine.trainer.global_step
+    assert steps == engine.trainer.estimated_stepping_batches
+    # At the end of the cosine the rate is the final tenth of the base rate.
+    assert engine.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-4, rel=0.05)
+    assert engine.trainer.gradient_clip_val == 0.5

@@ -41,6 +41,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from anomalib_pnpt.data.items import MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
+from anomalib_pnpt.lr_schedule import lr_scheduler_config
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
@@ -173,6 +174,32 @@ class PromptedAnomalyModule(AnomalibModule):
     def prompt_pool_ready(self) -> bool:
         """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""
         return bool(self.model.prompt_pool.built)
+
+    def adamw_with_schedule(self, drop_fraction: float = 0.8) -> dict[str, Any]:
+        """AdamW over the network's trainable parameters with the model's learning-rate schedule.
+
+        Uses the subclass's ``learning_rate``, ``weight_decay``, ``lr_schedule`` and ``warmup_steps``.
+
+        Args:
+            drop_fraction: Fraction of the epochs after which the ``"step"`` schedule divides the rate by 10.
+
+        Returns:
+            Lightning's ``configure_optimizers`` dictionary.
+        """
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        trainer = self._trainer
+        # Only the per-step schedule needs the step count (Lightning sets the training data up to count it).
+        per_step = trainer is not None and self.lr_schedule == "warmup_cosine"
+        scheduler = lr_scheduler_config(
+            optimizer,
+            self.lr_schedule,
+            total_steps=trainer.estimated_stepping_batches if per_step else None,
+            max_epochs=trainer.max_epochs if trainer is not None else None,
+            warmup_steps=self.warmup_steps,
+            drop_fraction=drop_fraction,
+        )
+        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def profile(self, action: str) -> AbstractContextManager:
         """Time ``action`` with the trainer's profiler (``Engine(profiler="simple")``); a no-op otherwise.

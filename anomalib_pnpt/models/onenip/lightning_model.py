@@ -47,7 +47,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_pnpt.lr_schedule import SCHEDULES, lr_scheduler_config
+from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
@@ -156,10 +156,7 @@ class OneNip(PromptedAnomalyModule):
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
         self.lr_drop_fraction = lr_drop_fraction
-        if lr_schedule not in SCHEDULES:  # fail at construction, not after the pool is built
-            msg = f"Unknown lr_schedule '{lr_schedule}'; choose one of {SCHEDULES}."
-            raise ValueError(msg)
-        self.lr_schedule = lr_schedule
+        self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
         self.model = OneNipModel(
@@ -349,18 +346,7 @@ class OneNip(PromptedAnomalyModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with the chosen schedule (default, the paper's: x0.1 after ``lr_drop_fraction`` of the epochs)."""
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-        trainer = self._trainer
-        scheduler = lr_scheduler_config(
-            optimizer,
-            self.lr_schedule,
-            total_steps=trainer.estimated_stepping_batches if trainer is not None else None,
-            max_epochs=getattr(trainer, "max_epochs", None) if trainer is not None else None,
-            warmup_steps=self.warmup_steps,
-            drop_fraction=self.lr_drop_fraction,
-        )
-        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return self.adamw_with_schedule(drop_fraction=self.lr_drop_fraction)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from anomalib_pnpt.lr_schedule import SCHEDULES, lr_scheduler_config
+from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
@@ -135,10 +135,7 @@ class Pnpt(PromptedAnomalyModule):
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        if lr_schedule not in SCHEDULES:  # fail at construction, not after the pool is built
-            msg = f"Unknown lr_schedule '{lr_schedule}'; choose one of {SCHEDULES}."
-            raise ValueError(msg)
-        self.lr_schedule = lr_schedule
+        self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.gradient_clip = gradient_clip
         self.model = PnptModel(
@@ -206,17 +203,7 @@ class Pnpt(PromptedAnomalyModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable (non-backbone) parameters, with the chosen learning-rate schedule."""
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-        trainer = self._trainer
-        scheduler = lr_scheduler_config(
-            optimizer,
-            self.lr_schedule,
-            total_steps=trainer.estimated_stepping_batches if trainer is not None else None,
-            max_epochs=trainer.max_epochs if trainer is not None else None,
-            warmup_steps=self.warmup_steps,
-        )
-        return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return self.adamw_with_schedule()
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
