@@ -14,9 +14,11 @@ from anomalib.models.components import KCenterGreedy
 from anomalib_pnpt.coreset import FastKCenterGreedy, FastPatchcore, fast_patchcore_fit
 
 
-def _seeded_selection(sampler_class: type, embedding: torch.Tensor, ratio: float, **kwargs: float) -> list[int]:
-    torch.manual_seed(3)
-    np.random.seed(3)  # anomalib's random projection draws column indices with numpy
+def _seeded_selection(
+    sampler_class: type, embedding: torch.Tensor, ratio: float, seed: int = 3, **kwargs: float
+) -> list[int]:
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # anomalib's random projection draws column indices with numpy
     return sampler_class(embedding, sampling_ratio=ratio, **kwargs).select_coreset_idxs()
 
 
@@ -46,18 +48,18 @@ def test_duplicate_rows_tie_break_like_anomalib() -> None:
     # Repeated rows give equal distances: the lowest index must win, as torch.max does in anomalib.
     base = _clustered(300, 16, 5)
     embedding = torch.cat([base, base, base])[torch.randperm(900, generator=torch.Generator().manual_seed(2))]
-    assert _seeded_selection(FastKCenterGreedy, embedding, 0.2) == _seeded_selection(
-        KCenterGreedy, embedding, 0.2
-    )
+    assert _seeded_selection(FastKCenterGreedy, embedding, 0.2) == _seeded_selection(KCenterGreedy, embedding, 0.2)
 
 
-def test_pruning_skips_work_on_clustered_rows() -> None:
-    embedding = _clustered(6000, 32, 30)
+def test_pruning_skips_work_on_clustered_rows_and_still_selects_anomalibs_indices() -> None:
+    # Small blocks on clustered rows: most steps use the bounds (not the dense passes), so a wrong bound shows.
+    embedding = _clustered(6000, 32, 60)
     torch.manual_seed(0)
     np.random.seed(0)
-    sampler = FastKCenterGreedy(embedding, sampling_ratio=0.05)
-    sampler.select_coreset_idxs()
+    sampler = FastKCenterGreedy(embedding, sampling_ratio=0.08, block_size=16, chunk_rows=256)
+    fast = sampler.select_coreset_idxs()
     assert sampler.rows_computed < 0.5 * len(embedding) * (sampler.coreset_size - 1)
+    assert fast == _seeded_selection(KCenterGreedy, embedding, 0.08, seed=0)
 
 
 def test_fast_patchcore_builds_stock_patchcores_memory_bank() -> None:
