@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -266,11 +267,23 @@ def pool_dataloader(
     )
 
 
-def preprocessed_batches(dataloader: Any, pl_module: LightningModule) -> Any:
-    """Yield pre-processed ``(images, class_ids, paths)`` from a training dataloader."""
+def preprocessed_batches(dataloader: Any, pl_module: LightningModule, progress_every_s: float = 10.0) -> Any:
+    """Yield pre-processed ``(images, class_ids, paths)`` from a training dataloader.
+
+    Building the pool runs the backbone over every training image before the first epoch (minutes on a CPU),
+    so progress is logged every ``progress_every_s`` seconds.
+    """
     transform: Callable = pl_module.pre_processor.transform if pl_module.pre_processor else (lambda x: x)
     warned = False
+    dataset = getattr(dataloader, "dataset", None)
+    total = len(dataset) if dataset is not None else "?"
+    done, start = 0, time.perf_counter()
+    last = start
     for batch in dataloader:
+        done += len(batch.image)
+        if time.perf_counter() - last > progress_every_s:
+            last = time.perf_counter()
+            logger.info("Building the prompt pool: %d / %s training images (%.0f s)", done, total, last - start)
         class_ids = getattr(batch, "category_id", None)
         if class_ids is None:
             if not warned:

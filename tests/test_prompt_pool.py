@@ -110,3 +110,23 @@ def test_pool_dataloader_shares_partition_the_images_in_a_fixed_order() -> None:
     limited = _indices(pool_dataloader(train_loader, limit=6))
     assert limited == [0, 6, 12, 17, 23, 29]
     assert {index // 10 for index in limited} == {0, 1, 2}
+
+
+def test_pool_build_reports_progress(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    from anomalib_pnpt.prompt_pool import preprocessed_batches
+
+    batches = [
+        SimpleNamespace(image=torch.rand(2, 3, 8, 8), category_id=torch.tensor([0, 1]), image_path=["a", "b"])
+        for _ in range(3)
+    ]
+    module = SimpleNamespace(pre_processor=None, device=torch.device("cpu"))
+
+    class Loader(list):
+        dataset = list(range(6))
+
+    with caplog.at_level(logging.INFO, logger="anomalib_pnpt.prompt_pool"):
+        assert len(list(preprocessed_batches(Loader(batches), module, progress_every_s=0))) == 3
+    assert "Building the prompt pool: 6 / 6 training images" in caplog.text
