@@ -125,7 +125,7 @@ def test_pool_build_reports_progress(caplog: pytest.LogCaptureFixture) -> None:
     module = SimpleNamespace(pre_processor=None, device=torch.device("cpu"))
 
     class Loader(list):
-        dataset = list(range(6))
+        dataset = tuple(range(6))
 
     with caplog.at_level(logging.INFO, logger="anomalib_pnpt.prompt_pool"):
         assert len(list(preprocessed_batches(Loader(batches), module, progress_every_s=0))) == 3
