@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -26,7 +28,7 @@ def _rates(schedule: str, steps: int, **kwargs: int) -> list[float]:
 def test_warmup_rises_linearly_then_cosine_falls_to_the_final_ratio() -> None:
     rates = _rates("warmup_cosine", 50, total_steps=50, warmup_steps=10)
     assert rates[:10] == pytest.approx([2.0 * (i + 1) / 10 for i in range(10)])
-    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
     assert rates[-1] == pytest.approx(0.2)
 
 
