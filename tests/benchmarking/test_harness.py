@@ -145,16 +145,22 @@ def test_anomalib_benchmark_fails_when_a_job_fails(demo_root: Path, tmp_path: Pa
     assert "no_such_class" in result.stdout + result.stderr
 
 
-def test_harness_skips_without_data(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"root": str(tmp_path / "missing"), "models": []}))
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "run_benchmark.py"), "--config", str(config)],
+def _run_benchmark_script(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "run_benchmark.py"), *arguments],
         capture_output=True,
         text=True,
         check=False,
         cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=900,
     )
+
+
+def test_harness_skips_without_data(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"root": str(tmp_path / "missing"), "models": []}))
+    result = _run_benchmark_script("--config", str(config))
     assert result.returncode == 0
     assert "SKIPPED: dataset root" in result.stdout
 
@@ -202,22 +208,8 @@ def test_stock_models_get_their_backbones_pre_processing_and_weights() -> None:
 
 @pytest.mark.slow
 def test_smoke_demo_config_runs_on_the_embedded_demo(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "run_benchmark.py"),
-            "--config",
-            str(REPO_ROOT / "benchmarks" / "configs" / "smoke_demo.yaml"),
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=900,
-    )
+    config = REPO_ROOT / "benchmarks" / "configs" / "smoke_demo.yaml"
+    result = _run_benchmark_script("--config", str(config), "--output", str(tmp_path / "out"))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "SKIPPED" not in result.stdout
     table = pd.read_csv(tmp_path / "out" / "results.csv")
