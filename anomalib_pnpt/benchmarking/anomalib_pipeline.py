@@ -72,8 +72,10 @@ class BenchmarkJobFailedError(RuntimeError):
 def instantiate(config: dict[str, Any], base: type) -> Any:
     """Instantiate ``{"class_path": ..., "init_args": {...}}`` if the class path is a subclass of ``base``.
 
-    Dotted paths outside anomalib are imported directly; bare names and anomalib paths go through anomalib's
-    own resolvers, so every config anomalib accepts is still accepted.
+    Models given by a dotted path or an ``anomalib.models`` class name are built by
+    :func:`~anomalib_pnpt.model_factory.build_model` (the backbone's own normalisation, offline Lite weights);
+    other names and datamodules go through anomalib's own resolvers (so every config anomalib accepts is still
+    accepted), dotted datamodule paths outside anomalib are imported directly.
 
     Args:
         config: The ``model`` or ``data`` entry of a benchmark grid point.
