@@ -20,7 +20,8 @@ arguments:
 Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
     >>> from anomalib.models import Padim  # doctest: +SKIP
-    >>> datamodule = MultiClassMVTecAD(root="../shared/data/industrial", categories=["bottle", "hazelnut_toy"])
+    >>> root = "../shared/data/industrial"  # the shared real data (absent on a user's machine)
+    >>> datamodule = MultiClassMVTecAD(root=root, categories=["bottle", "hazelnut_toy"])  # doctest: +SKIP
     >>> engine = Engine()  # doctest: +SKIP
     >>> engine.fit(Padim(), datamodule=datamodule)  # doctest: +SKIP
     >>> engine.test(datamodule=datamodule)  # prints and writes the per-class table  # doctest: +SKIP
