@@ -186,10 +186,10 @@ class FastKCenterGreedy(KCenterGreedy):
         """
         first, rows, order, position = self._ordered_rows()
         num_rows, size = rows.shape[0], self.block_size
-        basis = principal_basis(rows, self.bound_dims)
-        projected = torch.zeros(-(-num_rows // size) * size, basis.shape[1])
-        projected[:num_rows] = rows @ basis
         num_blocks = -(-num_rows // size)
+        basis = principal_basis(rows, self.bound_dims)
+        projected = torch.zeros(num_blocks * size, basis.shape[1])
+        projected[:num_rows] = rows @ basis
 
         # min_distances is anomalib's (here in block order): every row's distance to its nearest chosen centre,
         # cell[x] the position of that centre in the selection. Padding rows sit at distance 0 and never change.

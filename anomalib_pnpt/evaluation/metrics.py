@@ -68,6 +68,19 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _operating_points(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """True positives and predicted positives at every threshold, from the highest score down.
+
+    One operating point per distinct score: the last index of each group of equal scores.
+    """
+    values = _as_numpy(scores)
+    order = np.argsort(-values, kind="stable")
+    true_positives = np.cumsum(labels.flatten().bool().cpu().numpy()[order])
+    sorted_values = values[order]
+    last = np.r_[sorted_values[1:] != sorted_values[:-1], True]
+    return true_positives[last], np.flatnonzero(last) + 1
+
+
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Average precision (area under the precision-recall curve); ``nan`` without positives.
 
@@ -81,15 +94,8 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     labels = labels.flatten().bool()
     if not bool(labels.any()):
         return math.nan
-    values = _as_numpy(scores)
-    order = np.argsort(-values, kind="stable")
-    positive = labels.cpu().numpy()[order]
-    true_positives = np.cumsum(positive)
-    # One operating point per distinct score: the last index of each group of equal scores.
-    sorted_values = values[order]
-    last = np.r_[sorted_values[1:] != sorted_values[:-1], True]
-    tp = true_positives[last]
-    precision = tp / (np.flatnonzero(last) + 1)
+    tp, predicted = _operating_points(scores, labels)
+    precision = tp / predicted
     recall = tp / tp[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
@@ -112,13 +118,7 @@ def f1_max(scores: torch.Tensor, labels: torch.Tensor) -> float:
     labels = labels.flatten().bool()
     if not bool(labels.any()):
         return math.nan
-    values = _as_numpy(scores)
-    order = np.argsort(-values, kind="stable")
-    true_positives = np.cumsum(labels.cpu().numpy()[order])
-    sorted_values = values[order]
-    last = np.r_[sorted_values[1:] != sorted_values[:-1], True]
-    tp = true_positives[last]
-    predicted = np.flatnonzero(last) + 1
+    tp, predicted = _operating_points(scores, labels)
     return float(np.max(2 * tp / (predicted + tp[-1])))
 
 
