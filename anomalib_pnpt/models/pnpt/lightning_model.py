@@ -67,6 +67,9 @@ class Pnpt(PromptedAnomalyModule):
         dropout: Attention/FFN dropout.
         patch_sizes: HPE patch sizes (default: growing so all levels reach the coarsest grid).
         noise_scale: HPE feature-jitter strength during training.
+        scale_projection: HPE scale merge: ``"per_scale"`` (paper Sec. III-C: each scale to its slice of ``C``)
+            or ``"joint"`` (one linear map over all scales' patch vectors).
+        noise_target: Where the jitter goes: ``"embedding"`` (paper: on ``E``) or ``"patch"`` (patch vectors).
         fusion_weight: Prior stream weight in the fused map (Eq. 8).
         sigma: Gaussian smoothing of the anomaly map.
         score_top_k: Image score = mean of the top-k map pixels; ``None`` = max.
@@ -105,6 +108,8 @@ class Pnpt(PromptedAnomalyModule):
         dropout: float = 0.0,
         patch_sizes: Sequence[int] | None = None,
         noise_scale: float = 20.0,
+        scale_projection: str = "per_scale",
+        noise_target: str = "embedding",
         fusion_weight: float = 0.5,
         sigma: float = 4.0,
         score_top_k: int | None = None,
@@ -151,6 +156,8 @@ class Pnpt(PromptedAnomalyModule):
             dropout=dropout,
             patch_sizes=patch_sizes,
             noise_scale=noise_scale,
+            scale_projection=scale_projection,
+            noise_target=noise_target,
             fusion_weight=fusion_weight,
             sigma=sigma,
             score_top_k=score_top_k,

@@ -57,6 +57,9 @@ class PnptModel(nn.Module):
         dropout: Dropout in attention and FFN.
         patch_sizes: HPE patch size per level (default: coarsest stride / level stride, e.g. 4/2/1).
         noise_scale: HPE feature-jitter strength in training.
+        scale_projection: HPE scale merge: ``"per_scale"`` (paper Sec. III-C: each scale to its slice of ``C``)
+            or ``"joint"`` (one linear map over all scales' patch vectors).
+        noise_target: Where the jitter goes: ``"embedding"`` (paper: on ``E``) or ``"patch"`` (patch vectors).
         fusion_weight: Prior stream's weight in the fused reconstruction (Eq. 8).
         sigma: Gaussian smoothing of the anomaly map.
         score_top_k: Image score as mean of the top-k map pixels (``None``: max).
@@ -80,6 +83,8 @@ class PnptModel(nn.Module):
         dropout: float = 0.0,
         patch_sizes: Sequence[int] | None = None,
         noise_scale: float = 20.0,
+        scale_projection: str = "per_scale",
+        noise_target: str = "embedding",
         fusion_weight: float = 0.5,
         sigma: float = 4.0,
         score_top_k: int | None = None,
@@ -103,6 +108,8 @@ class PnptModel(nn.Module):
             hidden_dim,
             patch_sizes=patch_sizes if use_hpe else None,
             noise_scale=noise_scale,
+            scale_projection=scale_projection,
+            noise_target=noise_target,
         )
         ffn_dim = ffn_dim or 4 * hidden_dim
         self.semantic_tokens = nn.Parameter(torch.zeros(1, num_semantic_tokens, hidden_dim))

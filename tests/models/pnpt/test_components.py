@@ -39,6 +39,58 @@ def test_hpe_noise_only_in_training() -> None:
     assert not torch.equal(hpe(MAPS), hpe(MAPS))
 
 
+def constant_embedding(noise_target: str, hidden_dim: int = 48) -> HierarchicalPatchEmbedding:
+    """HPE whose projections ignore the maps: every token's ``E`` is the bias (norm 1 per element)."""
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim, noise_target=noise_target)
+    with torch.no_grad():
+        for projection in hpe.projections:
+            projection.weight.zero_()
+            projection.bias.fill_(1.0)
+    return hpe
+
+
+def test_hpe_noise_is_added_to_the_embeddings_with_the_papers_scale() -> None:
+    torch.manual_seed(0)
+    hpe = constant_embedding("embedding")
+    clean = hpe.eval()(MAPS)
+    noise = hpe.train()(MAPS) - clean
+    # feature jitter on E: per-element std = noise_scale * ||e|| / C, with ||e|| = sqrt(C) here.
+    expected = 20.0 * 48**0.5 / 48
+    assert abs(noise.std().item() / expected - 1) < 0.05
+    # Noise on the patch vectors never reaches E through all-zero projection weights.
+    patch = constant_embedding("patch")
+    assert torch.equal(patch.train()(MAPS), patch.eval()(MAPS))
+
+
+def test_hpe_per_scale_projection_keeps_each_scale_in_its_own_slice() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=64).eval()
+    assert hpe.slice_dims == [22, 21, 21]
+    changed = [MAPS[0], MAPS[1] + 1.0, MAPS[2]]  # only the middle scale differs
+    difference = (hpe(changed) - hpe(MAPS)).abs().amax(dim=(0, 1))
+    slices = torch.split(difference, hpe.slice_dims)
+    assert slices[0].max() == 0 and slices[2].max() == 0 and slices[1].max() > 0
+    # HPE^-1 is symmetric: a change in the middle slice reaches only the middle scale's maps.
+    tokens = torch.rand(2, 64, 64)
+    bumped = tokens.clone()
+    bumped[..., 22:43] += 1.0
+    pairs = zip(hpe.inverse(bumped, (8, 8)), hpe.inverse(tokens, (8, 8)), strict=True)
+    moved = [(a - b).abs().max().item() for a, b in pairs]
+    assert moved[0] == 0 and moved[2] == 0 and moved[1] > 0
+
+
+def test_hpe_joint_projection_mixes_every_scale_into_every_channel() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=64, scale_projection="joint").eval()
+    changed = [MAPS[0], MAPS[1] + 1.0, MAPS[2]]
+    assert bool(((hpe(changed) - hpe(MAPS)).abs().amax(dim=(0, 1)) > 0).all())
+
+
+def test_hpe_rejects_unknown_options() -> None:
+    with pytest.raises(ValueError, match="scale_projection"):
+        HierarchicalPatchEmbedding([8], [4], hidden_dim=8, scale_projection="mean")
+    with pytest.raises(ValueError, match="noise_target"):
+        HierarchicalPatchEmbedding([8], [4], hidden_dim=8, noise_target="input")
+
+
 def test_hpe_rejects_patch_sizes_that_do_not_align() -> None:
     with pytest.raises(ValueError, match="one token grid"):
         HierarchicalPatchEmbedding([8, 8], [4, 8], hidden_dim=8, patch_sizes=[2, 2])

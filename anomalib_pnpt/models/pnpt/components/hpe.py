@@ -5,20 +5,24 @@
 
 PNPT embeds H feature maps of different resolutions into ONE token sequence: each scale is cut into
 non-overlapping patches whose size grows with the scale's resolution ("multiple-increasing patch sizes",
-e.g. 4/2/1 for strides 4/8/16), so every scale gives the same ``L = h x w`` token grid. The paper leaves
-open how the scales are merged; here the patch vectors of all scales are concatenated along the channel
-axis and projected by one linear layer to the hidden size ``C`` (each token then sees every scale of its
-image region). The inverse is the symmetric linear map back to the concatenated patch vectors, folded
-back into the H maps. Fixed 2-D sin-cos position embeddings (the first author's earlier code's choice) are
-added to the tokens.
+e.g. 4/2/1 for strides 4/8/16), so every scale gives the same ``L = h x w`` token grid. Sec. III-C projects
+each scale to hidden dimensions and concatenates the scales into ``E`` (``L x C``):
+``scale_projection="per_scale"`` (the default) gives scale ``i`` its own linear map onto a ``C / H`` slice of
+the token, and the inverse maps each slice back to its scale's patch vectors (the symmetric HPE^-1).
+``scale_projection="joint"`` is this package's earlier reading: the patch vectors of all scales concatenated
+and mapped by ONE linear layer to ``C`` and back. Fixed 2-D sin-cos position embeddings (the first author's
+earlier code's choice) are added to the tokens.
 
-Training noise (UniAD's feature jitter, an anti-overfitting device against the identity shortcut) is
-added to the patch vectors before the projection: per token, Gaussian noise with standard deviation
-``noise_scale * ||v||_2 / D`` (``D`` the patch-vector length); the reconstruction target stays clean.
+Training noise (UniAD's feature jitter, an anti-overfitting device against the identity shortcut): the paper
+adds Gaussian noise to the embeddings ``E`` (``noise_target="embedding"``, the default), per token with
+standard deviation ``noise_scale * ||e||_2 / C``; ``noise_target="patch"`` adds it to the patch vectors before
+the projection instead, where the projection discards most of it. The reconstruction target stays clean.
 
 Example:
     >>> import torch
     >>> hpe = HierarchicalPatchEmbedding(in_channels=[8, 16], reductions=[4, 8], hidden_dim=32)
+    >>> hpe.slice_dims
+    [16, 16]
     >>> maps = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
     >>> tokens = hpe(maps)
     >>> tokens.shape
@@ -36,6 +40,9 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.feature_jitter import feature_jitter
+
+SCALE_PROJECTIONS = ("per_scale", "joint")
+NOISE_TARGETS = ("embedding", "patch")
 
 
 def sincos_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
@@ -64,6 +71,8 @@ class HierarchicalPatchEmbedding(nn.Module):
         patch_sizes: Patch size per scale; default ``reduction_max / reduction_i`` so all scales reach the
             coarsest scale's grid.
         noise_scale: Feature-jitter strength during training (0 disables it).
+        scale_projection: ``"per_scale"`` (paper, Sec. III-C) or ``"joint"`` (one map over all scales).
+        noise_target: ``"embedding"`` (paper: noise on ``E``) or ``"patch"`` (on the patch vectors).
     """
 
     def __init__(
@@ -73,8 +82,16 @@ class HierarchicalPatchEmbedding(nn.Module):
         hidden_dim: int,
         patch_sizes: Sequence[int] | None = None,
         noise_scale: float = 20.0,
+        scale_projection: str = "per_scale",
+        noise_target: str = "embedding",
     ) -> None:
         super().__init__()
+        if scale_projection not in SCALE_PROJECTIONS:
+            msg = f"scale_projection must be one of {SCALE_PROJECTIONS}, got {scale_projection!r}."
+            raise ValueError(msg)
+        if noise_target not in NOISE_TARGETS:
+            msg = f"noise_target must be one of {NOISE_TARGETS}, got {noise_target!r}."
+            raise ValueError(msg)
         if patch_sizes is None:
             patch_sizes = [max(reductions) // reduction for reduction in reductions]
         if any(p * r != patch_sizes[0] * reductions[0] for p, r in zip(patch_sizes, reductions, strict=True)):
@@ -83,10 +100,23 @@ class HierarchicalPatchEmbedding(nn.Module):
         self.in_channels = list(in_channels)
         self.patch_sizes = [int(p) for p in patch_sizes]
         self.noise_scale = noise_scale
+        self.scale_projection = scale_projection
+        self.noise_target = noise_target
         self.patch_dims = [c * p * p for c, p in zip(self.in_channels, self.patch_sizes, strict=True)]
-        total = sum(self.patch_dims)
-        self.projection = nn.Linear(total, hidden_dim)
-        self.inverse_projection = nn.Linear(hidden_dim, total)
+        if scale_projection == "joint":
+            self.slice_dims = [hidden_dim]
+            self.projections = nn.ModuleList([nn.Linear(sum(self.patch_dims), hidden_dim)])
+            self.inverse_projections = nn.ModuleList([nn.Linear(hidden_dim, sum(self.patch_dims))])
+        else:
+            # Equal slices of C, the remainder to the finest scales (the paper does not say how C is split).
+            count = len(self.patch_dims)
+            self.slice_dims = [hidden_dim // count + (i < hidden_dim % count) for i in range(count)]
+            self.projections = nn.ModuleList(
+                nn.Linear(d, c) for d, c in zip(self.patch_dims, self.slice_dims, strict=True)
+            )
+            self.inverse_projections = nn.ModuleList(
+                nn.Linear(c, d) for d, c in zip(self.patch_dims, self.slice_dims, strict=True)
+            )
 
     def patch_vectors(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Concatenated patch vectors ``(B, L, sum_i c_i * p_i^2)`` of all scales."""
@@ -96,15 +126,20 @@ class HierarchicalPatchEmbedding(nn.Module):
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Embed the maps as tokens ``(B, L, C)`` (with jitter in training mode, position added)."""
         vectors = self.patch_vectors(maps)
-        if self.training:
+        if self.training and self.noise_target == "patch":
             vectors = feature_jitter(vectors, self.noise_scale)
-        tokens = self.projection(vectors)
+        inputs = [vectors] if self.scale_projection == "joint" else torch.split(vectors, self.patch_dims, dim=-1)
+        tokens = torch.cat([project(x) for project, x in zip(self.projections, inputs, strict=True)], dim=-1)
+        if self.training and self.noise_target == "embedding":
+            tokens = feature_jitter(tokens, self.noise_scale)
         grid = maps[0].shape[-2] // self.patch_sizes[0], maps[0].shape[-1] // self.patch_sizes[0]
         return tokens + sincos_position_embedding(grid, tokens.shape[-1]).to(tokens)
 
     def inverse(self, tokens: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
         """Map tokens ``(B, L, C)`` back to the multi-scale maps (HPE^-1)."""
-        vectors = self.inverse_projection(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        slices = [tokens] if self.scale_projection == "joint" else torch.split(tokens, self.slice_dims, dim=-1)
+        vectors = torch.cat([invert(x) for invert, x in zip(self.inverse_projections, slices, strict=True)], dim=-1)
+        vectors = vectors.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
         maps = []
         for chunk, patch in zip(torch.split(vectors, self.patch_dims, dim=1), self.patch_sizes, strict=True):
             maps.append(F.pixel_shuffle(chunk, patch) if patch > 1 else chunk)
