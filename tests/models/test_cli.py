@@ -20,7 +20,13 @@ MODELS = {
     "Pnpt": (
         "configs/pnpt_cpu.yaml",
         {"image_size": "128", "hidden_dim": "32", "num_layers": "1"},
-        {"backbone": "tf_efficientnet_lite2", "num_semantic_tokens": "20", "ffn_dim": "512"},
+        {
+            "backbone": "tf_efficientnet_lite2",
+            "num_semantic_tokens": "20",
+            "ffn_dim": "512",
+            "scale_projection": "joint",
+            "noise_target": "patch",
+        },
     ),
     "OneNip": (
         "configs/onenip_cpu.yaml",
@@ -68,9 +74,14 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
             "1",
             "--default_root_dir",
             str(tmp_path / "train"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "logs"),
         ]
     )
     checkpoint = next((tmp_path / "train").rglob("*.ckpt"))
+    # The config's CSV logger: a file the user can open during training, with the loss curve in it.
+    metrics = next((tmp_path / "logs").rglob("metrics.csv")).read_text().splitlines()
+    assert "train_loss" in metrics[0] and len(metrics) > 1
 
     tested = _run(["test", *config, "--ckpt_path", str(checkpoint), "--default_root_dir", str(tmp_path / "test")])
     assert "retrieval_accuracy" in tested.stdout
