@@ -84,6 +84,18 @@ def test_hpe_joint_projection_mixes_every_scale_into_every_channel() -> None:
     assert bool(((hpe(changed) - hpe(MAPS)).abs().amax(dim=(0, 1)) > 0).all())
 
 
+def test_hpe_loads_a_checkpoint_written_before_the_per_scale_option() -> None:
+    hpe = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=16, scale_projection="joint").eval()
+    old_layout = {
+        key.replace("projections.0.", "projection.").replace("inverse_projections.0.", "inverse_projection."): value
+        for key, value in hpe.state_dict().items()
+    }
+    assert "projection.weight" in old_layout
+    restored = HierarchicalPatchEmbedding([24, 48, 120], [4, 8, 16], hidden_dim=16, scale_projection="joint").eval()
+    restored.load_state_dict(old_layout)
+    assert torch.equal(restored(MAPS), hpe(MAPS))
+
+
 def test_hpe_rejects_unknown_options() -> None:
     with pytest.raises(ValueError, match="scale_projection"):
         HierarchicalPatchEmbedding([8], [4], hidden_dim=8, scale_projection="mean")

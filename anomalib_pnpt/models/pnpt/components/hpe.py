@@ -61,6 +61,20 @@ def sincos_position_embedding(grid: tuple[int, int], dim: int) -> torch.Tensor:
     return F.pad(embedding, (0, dim - embedding.shape[1]))
 
 
+def _rename_single_projection_keys(
+    module: nn.Module, state_dict: dict, prefix: str, *args: object, **kwargs: object
+) -> None:
+    """Load checkpoints written before the per-scale option (``projection.*`` -> ``projections.0.*``).
+
+    Those checkpoints hold the joint projection as single ``projection`` / ``inverse_projection`` layers; with
+    ``scale_projection="joint"`` they are the first (only) entries of today's module lists.
+    """
+    del module, args, kwargs
+    for old, new in (("projection.", "projections.0."), ("inverse_projection.", "inverse_projections.0.")):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+
+
 class HierarchicalPatchEmbedding(nn.Module):
     """Multi-scale feature maps -> one token grid (HPE) and back (HPE^-1).
 
@@ -117,6 +131,7 @@ class HierarchicalPatchEmbedding(nn.Module):
             self.inverse_projections = nn.ModuleList(
                 nn.Linear(c, d) for d, c in zip(self.patch_dims, self.slice_dims, strict=True)
             )
+        self.register_load_state_dict_pre_hook(_rename_single_projection_keys)
 
     def patch_vectors(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """Concatenated patch vectors ``(B, L, sum_i c_i * p_i^2)`` of all scales."""
