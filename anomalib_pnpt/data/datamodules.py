@@ -46,6 +46,7 @@ from anomalib.data.datasets import BTechDataset, FolderDataset, MVTecADDataset, 
 from anomalib.data.datasets.base.image import AnomalibDataset
 from anomalib.data.utils import Split, TestSplitMode, ValSplitMode
 from lightning.pytorch.trainer.states import TrainerFn
+from PIL import Image
 from torchvision.transforms.v2 import Transform
 
 from anomalib_pnpt.data.dataset import MultiClassDataset
@@ -63,6 +64,13 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _by_stem(image_dir: Path, mask_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Images and masks of two folders keyed by the stem they pair on (a mask's ``_mask`` suffix removed)."""
+    images = {p.stem: p for p in _images_in(image_dir)} if image_dir.is_dir() else {}
+    masks = {p.stem.removesuffix("_mask"): p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
+    return images, masks
+
+
 def unpaired_images_and_masks(image_dir: Path, mask_dir: Path) -> list[str]:
     """Describe every defect image without a mask and every mask without an image in two folders.
 
@@ -76,10 +84,46 @@ def unpaired_images_and_masks(image_dir: Path, mask_dir: Path) -> list[str]:
     Returns:
         One line per problem, naming the file.
     """
-    images = {p.stem: p for p in _images_in(image_dir)} if image_dir.is_dir() else {}
-    masks = {p.stem.removesuffix("_mask"): p for p in _images_in(mask_dir)} if mask_dir.is_dir() else {}
+    images, masks = _by_stem(image_dir, mask_dir)
     problems = [f"defect image without mask: {images[s]}" for s in sorted(set(images) - set(masks))]
     return problems + [f"mask without defect image: {masks[s]}" for s in sorted(set(masks) - set(images))]
+
+
+def image_mask_pairs(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+    """Defect images and their masks in two folders, paired by stem (a ``_mask`` suffix allowed)."""
+    images, masks = _by_stem(image_dir, mask_dir)
+    return [(images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))]
+
+
+def unreadable_images_and_mask_sizes(files: Sequence[Path], pairs: Sequence[tuple[Path, Path]]) -> list[str]:
+    """Describe every image file PIL cannot verify and every mask whose size differs from its image's.
+
+    Reads headers and (for PNG) chunk checksums, not pixels, so a category's check takes seconds: a truncated
+    or corrupt file is named before training starts instead of failing a test run hours later.
+
+    Args:
+        files: Image files to verify.
+        pairs: ``(defect image, mask)`` pairs whose sizes must match.
+
+    Returns:
+        One line per problem, naming the file.
+
+    Example:
+        >>> unreadable_images_and_mask_sizes([], [])
+        []
+    """
+    problems, sizes = [], {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                sizes[path] = image.size
+                image.verify()
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's corrupt / truncated / unknown-format errors
+            problems.append(f"unreadable image: {path} ({type(error).__name__}: {error})")
+    for image, mask in pairs:
+        if image in sizes and mask in sizes and sizes[image] != sizes[mask]:
+            problems.append(f"mask size {sizes[mask]} differs from its image's {sizes[image]}: {mask}")
+    return problems
 
 
 def check_defect_masks(category_root: Path, normal_names: Sequence[str] = ("good",)) -> None:
@@ -207,11 +251,34 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
             return found
         if isinstance(categories, str):
             categories = [categories]
+        if len(categories) == 0:
+            msg = f"categories is empty: name at least one, or leave it unset for all of {found}."
+            raise DataLayoutError(msg)
         unknown = sorted(set(categories) - set(found))
         if unknown:
             msg = f"Unknown categor{'y' if len(unknown) == 1 else 'ies'} {unknown} under '{self.root}'. Found: {found}."
             raise DataLayoutError(msg)
         return sorted(set(categories))
+
+    def defect_mask_pairs(self, category: str) -> list[tuple[Path, Path]]:
+        """``(defect image, mask)`` pairs of one category whose sizes must match (override per layout)."""
+        del category
+        return []
+
+    def check_files(self, category: str) -> None:
+        """Check every image file of one category and its masks' sizes before anything is trained.
+
+        Raises:
+            DataLayoutError: Naming every unreadable file and every mask of the wrong size.
+        """
+        folder = self.root / category
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        problems = unreadable_images_and_mask_sizes(files, self.defect_mask_pairs(category))
+        if problems:
+            shown = "\n  ".join(problems[:20])
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            msg = f"{category}: {len(problems)} bad image / mask files:\n  {shown}{more}"
+            raise DataLayoutError(msg)
 
     def _build_split(self, split: Split) -> MultiClassDataset:
         datasets: dict[str, AnomalibDataset] = {}
@@ -233,6 +300,8 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
         return MultiClassDataset.from_datasets(datasets, categories=self.categories)
 
     def _setup(self, _stage: str | None = None) -> None:
+        for category in self.categories:
+            self.check_files(category)
         self.train_data = self._build_split(Split.TRAIN)
         self.test_data = self._build_split(Split.TEST)
 
@@ -290,6 +359,14 @@ class MultiClassMVTecAD(MultiClassDataModule):
     def check_category(self, category: str) -> None:
         """Check that defect images and masks pair up."""
         check_defect_masks(self.root / category, self.normal_test_dirs)
+
+    def defect_mask_pairs(self, category: str) -> list[tuple[Path, Path]]:
+        """``test/<defect>/<name>`` with ``ground_truth/<defect>/<name>_mask``."""
+        test_dir, truth_dir = self.root / category / "test", self.root / category / "ground_truth"
+        if not test_dir.is_dir():
+            return []
+        defects = sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name not in self.normal_test_dirs)
+        return [pair for defect in defects for pair in image_mask_pairs(defect, truth_dir / defect.name)]
 
     def make_category_dataset(self, category: str, split: Split) -> AnomalibDataset:
         """Build anomalib's ``MVTecADDataset`` for one category."""
@@ -385,6 +462,12 @@ class MultiClassFolder(MultiClassDataModule):
         if problems:
             msg = f"{category}: unpaired defect images / masks:\n  " + "\n  ".join(problems)
             raise DataLayoutError(msg)
+
+    def defect_mask_pairs(self, category: str) -> list[tuple[Path, Path]]:
+        """``abnormal_dir/<name>`` with ``mask_dir/<name>`` (or ``<name>_mask``)."""
+        if not (self.abnormal_dir and self.mask_dir):
+            return []
+        return image_mask_pairs(self.root / category / self.abnormal_dir, self.root / category / self.mask_dir)
 
     def make_category_dataset(self, category: str, split: Split) -> AnomalibDataset:
         """Build anomalib's ``FolderDataset`` for one category."""

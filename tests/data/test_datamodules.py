@@ -96,10 +96,27 @@ def test_truncated_image_is_named(demo_copy: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ImageReadError, match=r"001\.png"):
         read_rgb_image(path)
+    # The datamodule names it at set-up, before anything is trained.
     datamodule = MultiClassMVTecAD(root=demo_copy, categories=["disc"], num_workers=0, train_batch_size=64)
-    datamodule.setup()
-    with pytest.raises(ImageReadError, match=r"disc/train/good/001\.png"):
-        next(iter(datamodule.train_dataloader()))
+    with pytest.raises(DataLayoutError, match=r"unreadable image: .*disc/train/good/001\.png"):
+        datamodule.setup()
+
+
+def test_corrupt_test_image_and_wrong_size_mask_found_at_setup(demo_copy: Path) -> None:
+    defect = next(p for p in sorted((demo_copy / "weave" / "test").rglob("*.png")) if p.parent.name != "good")
+    mask = demo_copy / "weave" / "ground_truth" / defect.parent.name / f"{defect.stem}_mask.png"
+    Image.open(mask).resize((17, 9)).save(mask)
+    broken = next((demo_copy / "weave" / "test" / "good").iterdir())
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DataLayoutError, match="2 bad image") as error:
+        MultiClassMVTecAD(root=demo_copy, categories=["weave"], num_workers=0).setup()
+    assert "mask size (17, 9) differs" in str(error.value) and mask.name in str(error.value)
+    assert f"unreadable image: {broken}" in str(error.value)
+
+
+def test_empty_category_list_is_a_clear_error(demo_root: Path) -> None:
+    with pytest.raises(DataLayoutError, match="categories is empty"):
+        MultiClassMVTecAD(root=demo_root, categories=[])
 
 
 def test_defect_image_without_mask(demo_copy: Path) -> None:
