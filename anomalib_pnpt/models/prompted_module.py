@@ -92,6 +92,7 @@ class PromptedAnomalyModule(AnomalibModule):
         self.prompt_categories: list[str] = []
         # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
         self._retrieval_hits: list[torch.Tensor] = []
+        self._warned_unseen: set[str] = set()
         self._retrieval_paths: list[str | None] = []
         self.retrieval_counts: tuple[int, int] | None = None  # (correct, images) of the last test run
 
@@ -260,17 +261,38 @@ class PromptedAnomalyModule(AnomalibModule):
     def on_test_start(self) -> None:
         """Forget the retrieval outcomes of an earlier test run."""
         self._retrieval_hits, self._retrieval_paths = [], []
+        self._warned_unseen = set()
 
     def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Predict, and record whether the retrieved class is the sample's class."""
         del args, kwargs
         predictions, class_ids = self.model.predict(batch.image)
-        truth = getattr(batch, "category_id", None)
-        if truth is not None and len(self.prompt_categories) > 1:
-            self._retrieval_hits.append((class_ids.cpu() == truth.cpu()).reshape(-1))
+        hits = self._retrieval_outcome(batch, class_ids)
+        if hits is not None:
+            self._retrieval_hits.append(hits)
             paths = getattr(batch, "image_path", None)
-            self._retrieval_paths += list(paths) if paths is not None else [None] * len(truth)
+            self._retrieval_paths += list(paths) if paths is not None else [None] * len(hits)
         return self._with_predictions(batch, predictions, class_ids)
+
+    def _retrieval_outcome(self, batch: Batch, class_ids: torch.Tensor) -> torch.Tensor | None:
+        """Per image: is the retrieved class the image's class? ``None`` without labels or with one class.
+
+        Compared by class NAME: a datamodule over a subset of the checkpoint's classes numbers them differently.
+        """
+        names = getattr(batch, "category", None)
+        if names is None or len(self.prompt_categories) < 2:
+            return None
+        unseen = sorted(set(names) - set(self.prompt_categories))
+        if unseen and not self._warned_unseen.issuperset(unseen):
+            self._warned_unseen.update(unseen)
+            logger.warning(
+                "Test class(es) %s are not in this model's prompt pool %s: their images are scored against the "
+                "nearest known class and count as retrieval misses.",
+                unseen,
+                self.prompt_categories,
+            )
+        retrieved = [self.prompt_categories[int(i)] for i in class_ids.reshape(-1).cpu()]
+        return torch.tensor([got == truth for got, truth in zip(retrieved, names, strict=True)])
 
     def on_test_epoch_end(self) -> None:
         """Log the class-retrieval accuracy of the test run (over every rank's images under DDP)."""

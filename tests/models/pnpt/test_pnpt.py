@@ -106,6 +106,14 @@ def test_test_run_reports_retrieval_accuracy(trained: tuple) -> None:
     assert results[0]["per_class/mean/image_AUROC"] > 0.8
 
 
+def test_retrieval_accuracy_matches_classes_by_name_on_a_subset(trained: tuple, demo_root: Path) -> None:
+    """The subset datamodule numbers tiles/weave 0/1; the checkpoint's pool has them at 1/2."""
+    model, engine, _ = trained
+    subset = MultiClassMVTecAD(root=demo_root, categories=["tiles", "weave"], num_workers=0, eval_batch_size=16)
+    results = engine.test(model, datamodule=subset)
+    assert results[0]["retrieval_accuracy"] == 1.0
+
+
 def test_unbuilt_model_fails_clearly() -> None:
     model = Pnpt(**SMALL, pre_trained=False).eval()
     with pytest.raises(PromptPoolNotBuiltError, match="Train the model"):
