@@ -228,9 +228,8 @@ def run_variant(name: str, init_args: dict, cache: dict, epochs: int, lr: float)
             loss.backward()
             optimizer.step()
         seconds = time.perf_counter() - start
-        rows += rows_of(name, epoch, seconds, evaluate(model, cache))
-        for row in rows[-len(CLASSES) - 1 :]:
-            row["clean_loss"] = clean_loss(model, features)
+        loss_now = clean_loss(model, features)
+        rows += [{**row, "clean_loss": loss_now} for row in rows_of(name, epoch, seconds, evaluate(model, cache))]
         print(json.dumps(rows[-1]), flush=True)
     breakdown = [{"variant": name, **row} for row in level_breakdown(model, cache)] if model.use_prior else []
     return rows, breakdown
@@ -253,9 +252,8 @@ def main() -> None:
         cache = extract(args.root or data_root(__file__) / "industrial")
         torch.save(cache, args.cache)
     prior_model, train_features, _ = build(cache, {})
-    rows = rows_of("prior", 0, 0.0, evaluate(prior_model, cache, prior_only=True))
-    for row in rows:
-        row["clean_loss"] = clean_loss(prior_model, train_features, prior_only=True)
+    prior_loss = clean_loss(prior_model, train_features, prior_only=True)
+    rows = [{**row, "clean_loss": prior_loss} for row in rows_of("prior", 0, 0.0, evaluate(prior_model, cache, True))]
     breakdowns = []
     for spec in args.variant:
         name, _, init_args = spec.partition("=")
