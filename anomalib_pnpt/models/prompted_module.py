@@ -138,6 +138,12 @@ class PromptedAnomalyModule(AnomalibModule):
             predictions = self.post_processor(predictions)
         return MultiClassInferenceBatch(*predictions, pred_category_id=class_ids)
 
+    def to_torch(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
+        """Export to a torch ``.pt`` as anomalib does, plus ``categories.json`` beside it."""
+        path = super().to_torch(export_root, *args, **kwargs)
+        self._write_categories(path)
+        return path
+
     def to_onnx(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
         """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes)."""
         path = super().to_onnx(export_root, *args, **kwargs)

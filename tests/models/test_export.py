@@ -11,6 +11,7 @@ metric drop is measured in ``benchmarks/deployment.py``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +55,16 @@ def test_export_matches_torch(
         np.testing.assert_allclose(
             outputs["anomaly_map"].reshape(batch, -1), expected.anomaly_map.numpy().reshape(batch, -1), atol=1e-3
         )
+
+
+@pytest.mark.parametrize("export_type", ["torch", "onnx"])
+def test_every_export_writes_the_class_names_beside_the_model(export_type: str, tmp_path: Path) -> None:
+    model = calibrated_model("Pnpt")
+    path = Engine(default_root_dir=tmp_path).export(
+        model, export_type=export_type, export_root=tmp_path, input_size=(128, 128)
+    )
+    assert json.loads((Path(path).parent / "categories.json").read_text()) == list(model.prompt_categories)
+    assert len(model.prompt_categories) > 1
 
 
 @pytest.mark.parametrize("name", list(MODELS))
