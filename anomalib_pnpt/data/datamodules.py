@@ -126,6 +126,20 @@ def unreadable_images_and_mask_sizes(files: Sequence[Path], pairs: Sequence[tupl
     return problems
 
 
+def _defect_dirs(test_dir: Path, normal_names: Sequence[str]) -> list[Path]:
+    """The defect folders under a category's ``test/`` (every sub-folder but the normal ones), sorted."""
+    return sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name not in normal_names)
+
+
+def _raise_problems(header: str, problems: list[str]) -> None:
+    """Raise one ``DataLayoutError`` listing (up to 20 of) the problems, if any (``{count}`` in the header)."""
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        msg = f"{header.format(count=len(problems))}:\n  {shown}{more}"
+        raise DataLayoutError(msg)
+
+
 def check_defect_masks(category_root: Path, normal_names: Sequence[str] = ("good",)) -> None:
     """Check that every defect image under ``test/`` has a mask under ``ground_truth/`` and vice versa.
 
@@ -143,13 +157,9 @@ def check_defect_masks(category_root: Path, normal_names: Sequence[str] = ("good
     if not test_dir.is_dir() or not truth_dir.is_dir():
         return
     problems: list[str] = []
-    for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name not in normal_names):
+    for defect_dir in _defect_dirs(test_dir, normal_names):
         problems += unpaired_images_and_masks(defect_dir, truth_dir / defect_dir.name)
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        msg = f"{category_root.name}: {len(problems)} unpaired defect images / masks:\n  {shown}{more}"
-        raise DataLayoutError(msg)
+    _raise_problems(f"{category_root.name}: {{count}} unpaired defect images / masks", problems)
 
 
 class MultiClassDataModule(AnomalibDataModule, ABC):
@@ -274,11 +284,7 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
         folder = self.root / category
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         problems = unreadable_images_and_mask_sizes(files, self.defect_mask_pairs(category))
-        if problems:
-            shown = "\n  ".join(problems[:20])
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            msg = f"{category}: {len(problems)} bad image / mask files:\n  {shown}{more}"
-            raise DataLayoutError(msg)
+        _raise_problems(f"{category}: {{count}} bad image / mask files", problems)
 
     def _build_split(self, split: Split) -> MultiClassDataset:
         datasets: dict[str, AnomalibDataset] = {}
@@ -365,7 +371,7 @@ class MultiClassMVTecAD(MultiClassDataModule):
         test_dir, truth_dir = self.root / category / "test", self.root / category / "ground_truth"
         if not test_dir.is_dir():
             return []
-        defects = sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name not in self.normal_test_dirs)
+        defects = _defect_dirs(test_dir, self.normal_test_dirs)
         return [pair for defect in defects for pair in image_mask_pairs(defect, truth_dir / defect.name)]
 
     def make_category_dataset(self, category: str, split: Split) -> AnomalibDataset:

@@ -117,20 +117,18 @@ class HierarchicalPatchEmbedding(nn.Module):
         self.scale_projection = scale_projection
         self.noise_target = noise_target
         self.patch_dims = [c * p * p for c, p in zip(self.in_channels, self.patch_sizes, strict=True)]
+        # The patch-vector chunks each projection reads and the token slices each inverse reads.
         if scale_projection == "joint":
+            self.input_dims = [sum(self.patch_dims)]
             self.slice_dims = [hidden_dim]
-            self.projections = nn.ModuleList([nn.Linear(sum(self.patch_dims), hidden_dim)])
-            self.inverse_projections = nn.ModuleList([nn.Linear(hidden_dim, sum(self.patch_dims))])
         else:
             # Equal slices of C, the remainder to the finest scales (the paper does not say how C is split).
             count = len(self.patch_dims)
+            self.input_dims = list(self.patch_dims)
             self.slice_dims = [hidden_dim // count + (i < hidden_dim % count) for i in range(count)]
-            self.projections = nn.ModuleList(
-                nn.Linear(d, c) for d, c in zip(self.patch_dims, self.slice_dims, strict=True)
-            )
-            self.inverse_projections = nn.ModuleList(
-                nn.Linear(c, d) for d, c in zip(self.patch_dims, self.slice_dims, strict=True)
-            )
+        pairs = list(zip(self.input_dims, self.slice_dims, strict=True))
+        self.projections = nn.ModuleList(nn.Linear(d, c) for d, c in pairs)
+        self.inverse_projections = nn.ModuleList(nn.Linear(c, d) for d, c in pairs)
         self.register_load_state_dict_pre_hook(_rename_single_projection_keys)
 
     def patch_vectors(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -143,7 +141,7 @@ class HierarchicalPatchEmbedding(nn.Module):
         vectors = self.patch_vectors(maps)
         if self.training and self.noise_target == "patch":
             vectors = feature_jitter(vectors, self.noise_scale)
-        inputs = [vectors] if self.scale_projection == "joint" else torch.split(vectors, self.patch_dims, dim=-1)
+        inputs = torch.split(vectors, self.input_dims, dim=-1)
         tokens = torch.cat([project(x) for project, x in zip(self.projections, inputs, strict=True)], dim=-1)
         if self.training and self.noise_target == "embedding":
             tokens = feature_jitter(tokens, self.noise_scale)
@@ -152,7 +150,7 @@ class HierarchicalPatchEmbedding(nn.Module):
 
     def inverse(self, tokens: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
         """Map tokens ``(B, L, C)`` back to the multi-scale maps (HPE^-1)."""
-        slices = [tokens] if self.scale_projection == "joint" else torch.split(tokens, self.slice_dims, dim=-1)
+        slices = torch.split(tokens, self.slice_dims, dim=-1)
         vectors = torch.cat([invert(x) for invert, x in zip(self.inverse_projections, slices, strict=True)], dim=-1)
         vectors = vectors.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
         maps = []
