@@ -90,6 +90,15 @@ def extract(root: Path) -> dict:
     return cache
 
 
+def load_or_extract(cache_path: Path, root: Path | None = None) -> dict:
+    """The cached features, extracted (from ``root``, default the shared industrial data) and saved if missing."""
+    if cache_path.exists():
+        return torch.load(cache_path)
+    cache = extract(root or data_root(__file__) / "industrial")
+    torch.save(cache, cache_path)
+    return cache
+
+
 def evaluate(model: PnptModel, cache: dict, prior_only: bool = False) -> dict[str, tuple[float, float]]:
     """Image and pixel AUROC (percent) per class on the cached test features."""
     model.eval()
@@ -246,11 +255,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/pnpt_probe"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    if args.cache.exists():
-        cache = torch.load(args.cache)
-    else:
-        cache = extract(args.root or data_root(__file__) / "industrial")
-        torch.save(cache, args.cache)
+    cache = load_or_extract(args.cache, args.root)
     prior_model, train_features, _ = build(cache, {})
     prior_loss = clean_loss(prior_model, train_features, prior_only=True)
     rows = [{**row, "clean_loss": prior_loss} for row in rows_of("prior", 0, 0.0, evaluate(prior_model, cache, True))]

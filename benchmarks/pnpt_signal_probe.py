@@ -32,12 +32,11 @@ from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pnpt_cached_probe import CLASSES, SIZE, extract
+from pnpt_cached_probe import CLASSES, SIZE, load_or_extract
 
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
+from anomalib_pnpt.benchmarking.invocation import command_line
 from anomalib_pnpt.gaussian_blur import SeparableGaussianBlur
-
-PATCH_SIZES = (4, 2, 1)
+from anomalib_pnpt.models.pnpt.components import HierarchicalPatchEmbedding
 
 
 def auroc_row(name: str, maps: torch.Tensor, data: dict) -> dict:
@@ -51,11 +50,16 @@ def auroc_row(name: str, maps: torch.Tensor, data: dict) -> dict:
     }
 
 
-def patch_vectors(levels: list[torch.Tensor]) -> torch.Tensor:
-    """HPE's patch vectors ``(N * L, sum c_i p_i^2)`` (pixel-unshuffled levels, concatenated)."""
-    parts = [F.pixel_unshuffle(level, p) if p > 1 else level for level, p in zip(levels, PATCH_SIZES, strict=True)]
-    vectors = torch.cat(parts, dim=1)
-    return vectors.flatten(2).transpose(1, 2).reshape(-1, vectors.shape[1])
+def embedding_for(levels: list[torch.Tensor]) -> HierarchicalPatchEmbedding:
+    """An HPE for these levels (patch sizes 4/2/1 for Lite2 levels 1-3); only its patch vectors are used."""
+    reductions = [SIZE // level.shape[-1] for level in levels]
+    return HierarchicalPatchEmbedding([level.shape[1] for level in levels], reductions, hidden_dim=8)
+
+
+def patch_vectors(hpe: HierarchicalPatchEmbedding, levels: list[torch.Tensor]) -> torch.Tensor:
+    """HPE's patch vectors ``(N * L, sum c_i p_i^2)`` (pixel-unshuffled levels, concatenated), one row per token."""
+    vectors = hpe.patch_vectors(levels)
+    return vectors.reshape(-1, vectors.shape[-1])
 
 
 def main() -> None:
@@ -66,11 +70,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/pnpt_probe/signal.md"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    if args.cache.exists():
-        cache = torch.load(args.cache)
-    else:
-        cache = extract(data_root(__file__) / "industrial")
-        torch.save(cache, args.cache)
+    cache = load_or_extract(args.cache)
     train, test = cache[args.category, "train"]["features"], cache[args.category, "test"]
     generator = torch.Generator().manual_seed(0)
 
@@ -91,10 +91,11 @@ def main() -> None:
             )
         )
 
-    dims = [level.shape[1] * p * p for level, p in zip(train, PATCH_SIZES, strict=True)]
-    everything = torch.cat([patch_vectors(cache[c, "train"]["features"]) for c in CLASSES])
+    hpe = embedding_for(train)
+    dims = hpe.patch_dims
+    everything = torch.cat([patch_vectors(hpe, cache[c, "train"]["features"]) for c in CLASSES])
     sample = everything[torch.randperm(len(everything), generator=generator)[:60000]]
-    queries = patch_vectors(test["features"])[::7]
+    queries = patch_vectors(hpe, test["features"])[::7]
 
     def level_distances(reconstruction: torch.Tensor) -> list[float]:
         pairs = zip(torch.split(queries, dims, 1), torch.split(reconstruction, dims, 1), strict=True)
@@ -126,7 +127,7 @@ def main() -> None:
                 **dict(zip(("level 1", "level 2", "level 3"), level_distances(torch.cat(parts, 1)), strict=True)),
             }
         )
-    class_mean = patch_vectors([level.mean(0, keepdim=True) for level in train])
+    class_mean = patch_vectors(hpe, [level.mean(0, keepdim=True) for level in train])
     mean_rows = class_mean.repeat(len(test["labels"]), 1)[::7]
     bottleneck.append(
         {
