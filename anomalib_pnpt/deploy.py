@@ -4,14 +4,15 @@
 r"""Line-side inference of an exported model: OpenVINO on a raw image file, no class label, no training stack.
 
 The exported graphs of :class:`~anomalib_pnpt.Pnpt` and :class:`~anomalib_pnpt.OneNip` have one input (a
-``[0, 1]`` image batch) and five outputs: anomalib's ``pred_score``, ``pred_label``, ``anomaly_map`` and
-``pred_mask`` (already normalised and thresholded with the retrieved class's calibration) plus
-``pred_category_id``, the class retrieved from the prompt pool. anomalib's stock
-:class:`~anomalib.deploy.OpenVINOInferencer` builds a ``NumpyImageBatch``, which has no field for that fifth
-output and raises ``TypeError``; :class:`MultiClassOpenVINOInferencer` is the same inferencer returning a
-:class:`~anomalib_pnpt.data.items.MultiClassNumpyImageBatch` with the class index and name (from the
-``categories.json`` written beside the exported model). It also runs stock anomalib exports (PatchCore,
-PaDiM), which have no class output.
+``[0, 1]`` image batch) and anomalib's four outputs, ``pred_score``, ``pred_label``, ``anomaly_map`` and
+``pred_mask``, already normalised and thresholded with the retrieved class's calibration. So anomalib's
+stock :class:`~anomalib.deploy.OpenVINOInferencer` and ``TorchInferencer`` run them as they run PatchCore.
+The class retrieved from the prompt pool is a tensor of the graph named ``pred_category_id`` that is not
+listed as an output (the stock inferencer turns every output into a ``NumpyImageBatch`` field, and that
+batch has none for it). :func:`read_model` lists it again; :class:`MultiClassOpenVINOInferencer` is anomalib's
+inferencer on such a model, returning a :class:`~anomalib_pnpt.data.items.MultiClassNumpyImageBatch` with
+the class index and name (from the ``categories.json`` written beside the exported model). It also runs
+stock anomalib exports (PatchCore, PaDiM), which have no class.
 
 Command line (prints the prediction as JSON and writes the overlay picture)::
 
@@ -28,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +56,61 @@ def read_categories(model_path: str | Path) -> list[str]:
     """Class names written beside an exported model (``categories.json``); empty when there is none."""
     path = Path(model_path).parent / CATEGORIES_FILE
     return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+CLASS_OUTPUT = "pred_category_id"
+
+
+def hide_onnx_output(path: str | Path, name: str) -> None:
+    """Remove ``name`` from an ONNX file's graph outputs; the tensor and the nodes computing it stay.
+
+    Only for a tensor that another node of the graph reads (the retrieved class feeds the per-class
+    calibration), so that converters keep it and :func:`read_model` can list it again.
+
+    Args:
+        path: ONNX file, rewritten in place.
+        name: Output to hide.
+
+    Raises:
+        ValueError: If no node reads the tensor (hiding it would let converters drop it).
+    """
+    import onnx
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    if not any(name in node.input for node in graph.node):
+        msg = f"No node of {path} reads '{name}': hiding it from the outputs would lose it."
+        raise ValueError(msg)
+    kept = [output for output in graph.output if output.name != name]
+    del graph.output[:]
+    graph.output.extend(kept)
+    onnx.save(graph_model, str(path))
+
+
+def read_model(path: str | Path, core: Any = None) -> Any:
+    """An exported ``.xml`` / ``.onnx`` model as an OpenVINO ``Model`` whose outputs include the retrieved class.
+
+    Args:
+        path: Exported model.
+        core: OpenVINO ``Core`` to read with (default: a new one).
+
+    Returns:
+        The model, with ``pred_category_id`` as an output when the graph has that tensor (our models' exports;
+        stock anomalib exports have none and come back unchanged).
+
+    Example:
+        >>> model = read_model("weights/openvino/model.xml")  # doctest: +SKIP
+        >>> [output.get_any_name() for output in model.outputs]  # doctest: +SKIP
+        ['pred_score', 'pred_label', 'anomaly_map', 'pred_mask', 'pred_category_id']
+    """
+    import openvino as ov
+
+    model = (core or ov.Core()).read_model(str(path))
+    listed = {name for output in model.outputs for name in output.get_names()}
+    if CLASS_OUTPUT not in listed:
+        with contextlib.suppress(RuntimeError):  # no such tensor: a stock anomalib export
+            model.add_outputs([CLASS_OUTPUT])
+    return model
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -134,6 +191,23 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
         super().__init__(path=path, device=device, config=config)
         self.categories = list(categories) if categories is not None else read_categories(path)
 
+    def load_model(self, path: str | Path | tuple[bytes, bytes]) -> tuple[Any, Any, Any]:
+        """Load as anomalib does, with the retrieved class listed as an output (:func:`read_model`).
+
+        Args:
+            path: Exported ``.xml`` (its ``.bin`` beside it) or ``.onnx`` file.
+
+        Returns:
+            Input port, first output port and the compiled model, as anomalib's inferencer expects.
+        """
+        import openvino as ov
+
+        if isinstance(path, tuple) or Path(path).suffix not in {".xml", ".onnx"}:
+            return super().load_model(path)
+        core = ov.Core()
+        compiled = core.compile_model(read_model(path, core), device_name=self.device, config=self.config)
+        return compiled.input(0), compiled.output(0), compiled
+
     @property
     def input_size(self) -> tuple[int, int] | None:
         """``(H, W)`` fixed in the graph, or ``None`` when the graph takes any size."""
@@ -166,7 +240,7 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
             image = _resize(image.astype(np.float32), size)
         image = self.pre_process(image)
         outputs = self.post_process(self.model({self.input_blob.any_name: image}))
-        class_ids = outputs.pop("pred_category_id", None)
+        class_ids = outputs.pop(CLASS_OUTPUT, None)
         names = None
         if class_ids is not None and self.categories:
             names = [self.categories[int(index)] for index in np.asarray(class_ids).reshape(-1)]

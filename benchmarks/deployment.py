@@ -55,6 +55,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_pnpt.benchmarking.harness import build_model, import_class
 from anomalib_pnpt.benchmarking.invocation import data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.deploy import read_model
 from anomalib_pnpt.evaluation import auroc, average_precision, f1_score
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
@@ -239,7 +240,7 @@ def openvino_model(path: Path, config: dict[str, str]) -> Any:
     import openvino as ov
 
     core = ov.Core()
-    return core.compile_model(core.read_model(str(path)), "CPU", config)
+    return core.compile_model(read_model(path, core), "CPU", config)
 
 
 def openvino_outputs(compiled: Any, datamodule: MultiClassMVTecAD) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from anomalib_pnpt.deploy import read_model
 from anomalib_pnpt.quantization import (
     operations_after_feature_extractor,
     quantize_feature_extractor,
@@ -51,7 +52,7 @@ def test_quantised_model_keeps_the_retrieved_class(exported: tuple[torch.nn.Modu
     """
     model, path = exported
     core = openvino.Core()
-    graph = core.read_model(str(path))
+    graph = read_model(path, core)
     calibration = [class_images([0, 1, 2], seed=seed).numpy() for seed in range(4)]
     quantised = quantize_feature_extractor(graph, calibration)
     operations = quantised.get_ordered_ops()

@@ -14,6 +14,7 @@ from anomalib_pnpt.data.datamodules import (
 from anomalib_pnpt.data.dataset import ImageReadError, MultiClassDataset
 from anomalib_pnpt.data.demo import make_demo_dataset
 from anomalib_pnpt.data.items import (
+    MultiClassGraphOutputs,
     MultiClassImageBatch,
     MultiClassImageItem,
     MultiClassInferenceBatch,
@@ -27,6 +28,7 @@ __all__ = [
     "MultiClassDataModule",
     "MultiClassDataset",
     "MultiClassFolder",
+    "MultiClassGraphOutputs",
     "MultiClassImageBatch",
     "MultiClassImageItem",
     "MultiClassInferenceBatch",

@@ -8,8 +8,10 @@ time. These subclasses add ``category`` (the class name) and ``category_id`` (it
 datamodule's sorted category list) to the item, the batch and their numpy twins, so every stock anomalib
 component (models, post-processor, visualizer, exporter) keeps working while prompt pools and the
 per-class evaluator can read the class. ``pred_category_id`` is the class the model RETRIEVED (no label
-needed), and :class:`MultiClassInferenceBatch` is anomalib's ``InferenceBatch`` plus that field: what the
-prompt-pool models and their exported graphs return.
+needed). :class:`MultiClassInferenceBatch` is what the prompt-pool models return: anomalib's
+``InferenceBatch`` (its four fields, all that anomalib's ``ImageBatch`` and stock inferencers accept) with the
+retrieved class as an attribute. :class:`MultiClassGraphOutputs` names the five outputs of an exported graph
+before the class output is hidden from anomalib's stock inferencers (see :mod:`anomalib_pnpt.deploy`).
 
 Example:
     >>> import torch
@@ -27,7 +29,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
-from anomalib.data import ImageBatch, ImageItem, NumpyImageBatch, NumpyImageItem
+from anomalib.data import ImageBatch, ImageItem, InferenceBatch, NumpyImageBatch, NumpyImageItem
 
 
 @dataclass
@@ -72,11 +74,41 @@ class MultiClassImageBatch(ImageBatch):
     pred_category_id: torch.Tensor | None = None
 
 
-class MultiClassInferenceBatch(NamedTuple):
-    """anomalib's ``InferenceBatch`` plus the class retrieved from the prompt pool (``(B,)`` long).
+class MultiClassInferenceBatch(InferenceBatch):
+    """anomalib's ``InferenceBatch`` plus the class retrieved from the prompt pool, ``pred_category_id`` (``(B,)``).
 
-    The field names become the output names of an exported ONNX / OpenVINO graph.
+    The class is an attribute, not a tuple field: ``_asdict()`` gives anomalib's four fields, so anomalib's
+    ``TorchInferencer`` (``ImageBatch(**prediction._asdict())``) accepts a torch export of our models.
+
+    Args:
+        pred_score: Image scores.
+        pred_label: Image labels.
+        anomaly_map: Anomaly maps.
+        pred_mask: Predicted masks.
+        pred_category_id: Retrieved class index of every image.
+
+    Example:
+        >>> batch = MultiClassInferenceBatch(torch.zeros(2), pred_category_id=torch.tensor([1, 0]))
+        >>> sorted(batch._asdict()), batch.pred_category_id.tolist()
+        (['anomaly_map', 'pred_label', 'pred_mask', 'pred_score'], [1, 0])
     """
+
+    def __new__(
+        cls,
+        pred_score: torch.Tensor | None = None,
+        pred_label: torch.Tensor | None = None,
+        anomaly_map: torch.Tensor | None = None,
+        pred_mask: torch.Tensor | None = None,
+        pred_category_id: torch.Tensor | None = None,
+    ) -> MultiClassInferenceBatch:
+        """Build the tuple of anomalib's fields and attach the retrieved class."""
+        batch = super().__new__(cls, pred_score, pred_label, anomaly_map, pred_mask)
+        batch.pred_category_id = pred_category_id
+        return batch
+
+
+class MultiClassGraphOutputs(NamedTuple):
+    """The outputs an exported graph is traced with: anomalib's four and the retrieved class, by name."""
 
     pred_score: torch.Tensor | None = None
     pred_label: torch.Tensor | None = None

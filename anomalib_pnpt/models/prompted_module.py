@@ -12,7 +12,10 @@ networks and losses.
 Post-processing is per class (:class:`~anomalib_pnpt.per_class_calibration.PerClassPostProcessor`): every
 prediction carries the retrieved class (``pred_category_id``), validation calibrates each class's
 normalisation and thresholds on its normal images, and ``forward`` -- the graph anomalib exports --
-returns a :class:`~anomalib_pnpt.data.items.MultiClassInferenceBatch` with the retrieved class as an output.
+returns a :class:`~anomalib_pnpt.data.items.MultiClassInferenceBatch`: anomalib's four outputs, calibrated
+with the retrieved class, and that class as ``pred_category_id``. Exports keep the class in the graph, under
+that name, but hidden from the graph's outputs, so anomalib's stock inferencers run them unchanged;
+:func:`anomalib_pnpt.deploy.read_model` exposes it again.
 
 A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
 (InferenceBatch, class_ids)``) and implements ``build_prompt_pool`` and ``training_step``.
@@ -38,7 +41,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
-from anomalib_pnpt.data.items import MultiClassInferenceBatch
+from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
@@ -88,6 +91,7 @@ class PromptedAnomalyModule(AnomalibModule):
             visualizer=visualizer,
         )
         self.cache_features = cache_features
+        self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
         self.feature_cache = FeatureCache(feature_id)
         self.prompt_categories: list[str] = []
         # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
@@ -130,12 +134,17 @@ class PromptedAnomalyModule(AnomalibModule):
             Normalised score, label, map and mask, and the retrieved class index of every image.
         """
         del args, kwargs
-        images = self.pre_processor(batch) if self.pre_processor else batch
-        predictions, class_ids = self.model.predict(images)
-        if isinstance(self.post_processor, PerClassPostProcessor):
-            predictions = self.post_processor(predictions, class_ids)
-        elif self.post_processor:
-            predictions = self.post_processor(predictions)
+        # Inference only (training goes through ``training_step``): without gradients, a stock
+        # ``TorchInferencer``'s outputs convert to numpy. Tracing for export keeps the graph free of the switch.
+        with nullcontext() if self._tracing_graph else torch.no_grad():
+            images = self.pre_processor(batch) if self.pre_processor else batch
+            predictions, class_ids = self.model.predict(images)
+            if isinstance(self.post_processor, PerClassPostProcessor):
+                predictions = self.post_processor(predictions, class_ids)
+            elif self.post_processor:
+                predictions = self.post_processor(predictions)
+        if self._tracing_graph:  # the class becomes a named graph output (then hidden, see ``to_onnx``)
+            return MultiClassGraphOutputs(*predictions, pred_category_id=class_ids)
         return MultiClassInferenceBatch(*predictions, pred_category_id=class_ids)
 
     def to_torch(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
@@ -145,8 +154,22 @@ class PromptedAnomalyModule(AnomalibModule):
         return path
 
     def to_onnx(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
-        """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes)."""
-        path = super().to_onnx(export_root, *args, **kwargs)
+        """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes).
+
+        The graph is traced with the retrieved class as a fifth output named ``pred_category_id``, which is
+        then removed from the graph's output list: the tensor stays (the per-class calibration reads it), and
+        anomalib's stock ``OpenVINOInferencer``, which turns every output into a ``NumpyImageBatch`` field,
+        sees anomalib's four. ``anomalib_pnpt.deploy.read_model`` lists it as an output again. anomalib's
+        ``to_openvino`` converts this ONNX file, so the OpenVINO export is the same graph.
+        """
+        from anomalib_pnpt.deploy import CLASS_OUTPUT, hide_onnx_output
+
+        self._tracing_graph = True
+        try:
+            path = super().to_onnx(export_root, *args, **kwargs)
+        finally:
+            self._tracing_graph = False
+        hide_onnx_output(path, CLASS_OUTPUT)
         self._write_categories(path)
         return path
 

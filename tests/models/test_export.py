@@ -20,7 +20,7 @@ import pytest
 import torch
 from anomalib.engine import Engine
 
-from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer, main
+from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer, main, read_model
 from tests.calibrated_models import MODELS, calibrated_model, class_images
 
 openvino = pytest.importorskip("openvino")
@@ -40,7 +40,7 @@ def test_export_matches_torch(
         )
     assert path is not None and Path(path).is_file()
     core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(read_model(path, core), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     for batch in (1, 3):  # the batch size is not frozen into the graph
         images = class_images([2, 0, 1][:batch], seed=batch)
         with torch.no_grad():
@@ -100,8 +100,52 @@ def test_compressed_openvino_exports_run(compression: str, tmp_path: Path) -> No
         expected = model(images)
     assert expected.pred_category_id.tolist() == [0, 1, 2, 1]
     core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU")
+    compiled = core.compile_model(read_model(path, core), "CPU")
     outputs = {key.get_any_name(): value for key, value in compiled(images.numpy()).items()}
     assert np.isfinite(outputs["anomaly_map"]).all()
     assert outputs["anomaly_map"].shape == tuple(expected.anomaly_map.shape)
     assert outputs["pred_category_id"].reshape(-1).tolist() == [0, 1, 2, 1]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_anomalibs_stock_inferencers_run_our_exports_with_per_class_calibration(
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    openvino_export: Callable[[str], tuple[torch.nn.Module, Path]],
+) -> None:
+    """anomalib's own OpenVINOInferencer and TorchInferencer, as its docs use them, give the model's answer.
+
+    The calibration is per class (thresholds differ between classes), so equal labels mean the stock
+    inferencers applied the retrieved class's calibration; ours also returns that class.
+    """
+    from anomalib.deploy import OpenVINOInferencer, TorchInferencer
+
+    model, path = openvino_export(name)
+    images = class_images([0, 1, 2, 0, 1, 2])  # the calibration images: thresholds at their median
+    with torch.no_grad():
+        expected = model(images)
+    assert len(set(expected.pred_label.tolist())) == 2  # both verdicts occur: the comparison is not trivial
+    torch_path = Engine(default_root_dir=tmp_path).export(model, export_type="torch", export_root=tmp_path)
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")  # anomalib's documented switch for pickled torch exports
+    stock_openvino = OpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
+    stock_torch = TorchInferencer(torch_path, device="cpu")
+    ours = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
+    for index, image in enumerate(images):
+        array = image.permute(1, 2, 0).numpy()  # (H, W, 3) in [0, 1], as a user passes it
+        for prediction in (stock_openvino.predict(array), stock_torch.predict(image), ours.predict(array)):
+            assert bool(np.asarray(prediction.pred_label).reshape(-1)[0]) == bool(expected.pred_label[index])
+            np.testing.assert_allclose(
+                np.asarray(prediction.pred_score).reshape(-1)[0], float(expected.pred_score[index]), atol=1e-4
+            )
+            np.testing.assert_allclose(
+                np.asarray(prediction.anomaly_map).reshape(-1),
+                expected.anomaly_map[index].numpy().reshape(-1),
+                atol=1e-3,
+            )
+            # Masks agree except where the map is within float tolerance of the normalised threshold (0.5).
+            mask = np.asarray(prediction.pred_mask).reshape(-1).astype(bool)
+            differs = mask != expected.pred_mask[index].numpy().reshape(-1)
+            near_threshold = np.abs(expected.anomaly_map[index].numpy().reshape(-1) - 0.5) < 1e-3
+            assert not (differs & ~near_threshold).any()
+        assert int(ours.predict(array).pred_category_id[0]) == int(expected.pred_category_id[index])
