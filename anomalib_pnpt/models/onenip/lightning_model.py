@@ -49,6 +49,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
+from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.pre_processing import backbone_normalization
@@ -88,6 +89,8 @@ class OneNip(PromptedAnomalyModule):
         dice_weight: Weight of the Dice loss (paper: 0.5).
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
+        synthetic_refresh_epochs: Epochs each training image's synthetic copy (and its backbone features) is
+            reused before a new one is made (paper: 1, a new copy every step; see ``synthetic_bank.py``).
         calibration_images: Normal training images used to calibrate the refiner scale.
         learning_rate: AdamW learning rate (paper: 1e-4).
         weight_decay: AdamW weight decay (paper: 1e-4).
@@ -129,6 +132,7 @@ class OneNip(PromptedAnomalyModule):
         dice_weight: float = 0.5,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
+        synthetic_refresh_epochs: int = 1,
         calibration_images: int = 256,
         learning_rate: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -187,6 +191,8 @@ class OneNip(PromptedAnomalyModule):
         self.anomaly_generator = SyntheticAnomalyGenerator(
             texture_dir=texture_dir, mean=mean, std=std, cutpaste_probability=cutpaste_probability
         )
+        # Synthetic copies and their features, reused for ``synthetic_refresh_epochs`` epochs (1: the paper).
+        self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, synthetic_refresh_epochs)
         self._calibrated_at_step = -1
         self.synthesis_seconds = 0.0  # time spent generating synthetic anomalies (measured, logged)
 
@@ -274,12 +280,7 @@ class OneNip(PromptedAnomalyModule):
         class_ids = class_ids.to(images.device).long()
         synthetic_features = masks = None
         if self.model.use_restoration:
-            start = time.perf_counter()
-            with self.profile("synthetic anomalies"):
-                synthetic, masks = self.anomaly_generator(images)
-            self.synthesis_seconds += time.perf_counter() - start
-            with self.profile("backbone on synthetic copies"):
-                synthetic_features = self.model.extract_features(synthetic)
+            synthetic_features, masks = self._synthetic_copies(images, getattr(batch, "image_path", None))
         with self.profile("network forward + loss"):
             losses = self.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
         self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
@@ -287,6 +288,21 @@ class OneNip(PromptedAnomalyModule):
             if name in losses:
                 self.log(f"train_{name}", losses[name], on_epoch=True, batch_size=len(images))
         return {"loss": losses["loss"]}
+
+    def _synthetic_copies(self, images: torch.Tensor, paths: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and masks of synthetic-anomaly copies of ``images`` (from the bank when it is kept)."""
+
+        def make(clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            start = time.perf_counter()
+            with self.profile("synthetic anomalies"):
+                synthetic, masks = self.anomaly_generator(clean)
+            self.synthesis_seconds += time.perf_counter() - start
+            with self.profile("backbone on synthetic copies"):
+                return self.model.extract_features(synthetic), masks
+
+        if paths is None:
+            return make(images)
+        return self.synthetic_bank.copies(paths, images, self.current_epoch, make)
 
     # ------------------------------------------------------------------ refiner calibration
     @torch.no_grad()
