@@ -87,8 +87,11 @@ class OneNip(PromptedAnomalyModule):
         alpha: Refiner weight in the map (paper: 0.5).
         score_pool: Average-pool side before the image-score maximum (paper: 16).
         dice_weight: Weight of the Dice loss (paper: 0.5).
+        dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
+        grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
+            colours are a shortcut on grey parts).
         synthetic_refresh_epochs: Epochs each training image's synthetic copy (and its backbone features) is
             reused before a new one is made (paper: 1, a new copy every step; see ``synthetic_bank.py``).
         calibration_images: Normal training images used to calibrate the refiner scale.
@@ -130,8 +133,10 @@ class OneNip(PromptedAnomalyModule):
         alpha: float = 0.5,
         score_pool: int = 16,
         dice_weight: float = 0.5,
+        dice_per_image: bool = False,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
+        grey_texture_probability: float = 0.0,
         synthetic_refresh_epochs: int = 1,
         calibration_images: int = 256,
         learning_rate: float = 1e-4,
@@ -186,10 +191,15 @@ class OneNip(PromptedAnomalyModule):
             alpha=alpha,
             score_pool=score_pool,
             dice_weight=dice_weight,
+            dice_per_image=dice_per_image,
         )
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(
-            texture_dir=texture_dir, mean=mean, std=std, cutpaste_probability=cutpaste_probability
+            texture_dir=texture_dir,
+            mean=mean,
+            std=std,
+            cutpaste_probability=cutpaste_probability,
+            grey_texture_probability=grey_texture_probability,
         )
         # Synthetic copies and their features, reused for ``synthetic_refresh_epochs`` epochs (1: the paper).
         self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, synthetic_refresh_epochs)

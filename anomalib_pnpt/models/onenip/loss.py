@@ -25,20 +25,29 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 
-def dice_loss(prediction: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """``1 - (2 sum(p g) + s) / (sum(p^2) + sum(g^2) + s)`` over all pixels of the batch.
+def dice_loss(
+    prediction: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, per_image: bool = False
+) -> torch.Tensor:
+    """``1 - (2 sum(p g) + s) / (sum(p^2) + sum(g^2) + s)``, over the batch's pixels or per image and averaged.
+
+    Over the whole batch, a false alarm on a normal image (all-zero mask) is diluted by the batch's true
+    anomalies; per image, such an image's term is ``1 - s / (sum(p^2) + s)``, so any false alarm costs close
+    to a whole image's loss (the official OneNIP code's reduction).
 
     Args:
         prediction: Probabilities ``(B, 1, H, W)``.
         target: Binary masks, same shape.
         smooth: Smoothing constant ``s``.
+        per_image: Compute the ratio per image and average (default: over all pixels of the batch).
 
     Returns:
         The scalar loss.
     """
-    prediction, target = prediction.flatten(), target.flatten().to(prediction.dtype)
-    overlap = (prediction * target).sum()
-    return 1 - (2 * overlap + smooth) / (prediction.pow(2).sum() + target.pow(2).sum() + smooth)
+    dims = tuple(range(1, prediction.dim())) if per_image else tuple(range(prediction.dim()))
+    target = target.to(prediction.dtype)
+    overlap = (prediction * target).sum(dim=dims)
+    ratio = (2 * overlap + smooth) / (prediction.pow(2).sum(dim=dims) + target.pow(2).sum(dim=dims) + smooth)
+    return (1 - ratio).mean()
 
 
 class OneNipLoss(nn.Module):
@@ -46,11 +55,13 @@ class OneNipLoss(nn.Module):
 
     Args:
         dice_weight: ``lambda`` (OneNIP: 0.5).
+        dice_per_image: Dice per image, averaged (the official code), instead of over the batch's pixels.
     """
 
-    def __init__(self, dice_weight: float = 0.5) -> None:
+    def __init__(self, dice_weight: float = 0.5, dice_per_image: bool = False) -> None:
         super().__init__()
         self.dice_weight = dice_weight
+        self.dice_per_image = dice_per_image
 
     def forward(
         self,
@@ -73,7 +84,7 @@ class OneNipLoss(nn.Module):
         if restoration is not None:
             losses["restoration"] = F.mse_loss(restoration, features)
         if refined is not None and masks is not None:
-            losses["dice"] = dice_loss(refined, masks)
+            losses["dice"] = dice_loss(refined, masks, per_image=self.dice_per_image)
         total = losses["reconstruction"] + losses.get("restoration", 0.0)
         if "dice" in losses:
             total = total + self.dice_weight * losses["dice"]

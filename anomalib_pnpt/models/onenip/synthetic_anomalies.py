@@ -55,6 +55,8 @@ class SyntheticAnomalyGenerator:
         cutpaste_probability: Share of CutPaste(-scar) anomalies; the rest are Perlin/texture anomalies.
         blend_range: Range of the texture blend factor ``beta`` (OneNIP: ``(0, 0.8)``).
         max_textures: Textures kept in memory at most (the first ones in sorted path order).
+        grey_texture_probability: Probability that a texture is replaced by its luminance (grey), so that a
+            grey part's synthetic defect cannot be told apart by colour alone (not in the paper).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class SyntheticAnomalyGenerator:
         cutpaste_probability: float = 0.5,
         blend_range: tuple[float, float] = (0.0, 0.8),
         max_textures: int = 256,
+        grey_texture_probability: float = 0.0,
     ) -> None:
         self.texture_dir = Path(texture_dir) if texture_dir else None
         if self.texture_dir is not None and not self.texture_dir.is_dir():
@@ -75,6 +78,7 @@ class SyntheticAnomalyGenerator:
         self.cutpaste_probability = cutpaste_probability
         self.blend_range = blend_range
         self.max_textures = max_textures
+        self.grey_texture_probability = grey_texture_probability
         self._textures: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ textures
@@ -108,6 +112,9 @@ class SyntheticAnomalyGenerator:
             texture = texture.flip(-1)
         if torch.rand(1) < 0.5:
             texture = texture.flip(-2)
+        if self.grey_texture_probability > 0 and torch.rand(1) < self.grey_texture_probability:
+            luminance = (texture * texture.new_tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(dim=0)
+            texture = luminance.expand(3, -1, -1)
         return texture
 
     # ------------------------------------------------------------------ masks

@@ -87,6 +87,7 @@ class OneNipModel(nn.Module):
         alpha: Refiner weight in the map (paper: 0.5).
         score_pool: Average-pool side before the image-score maximum (paper: 16).
         dice_weight: ``lambda`` of the Dice loss (paper: 0.5).
+        dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class OneNipModel(nn.Module):
         alpha: float = 0.5,
         score_pool: int = 16,
         dice_weight: float = 0.5,
+        dice_per_image: bool = False,
     ) -> None:
         super().__init__()
         if prompt_mode not in PROMPT_MODES:
@@ -156,7 +158,7 @@ class OneNipModel(nn.Module):
             self.learned_prompt = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_dim))
             nn.init.trunc_normal_(self.learned_prompt, std=0.02)
         self.refiner = Refiner(self.feature_dim, refiner_channels) if use_refiner else None
-        self.loss = OneNipLoss(dice_weight=dice_weight)
+        self.loss = OneNipLoss(dice_weight=dice_weight, dice_per_image=dice_per_image)
         self.anomaly_map_generator = OneNipAnomalyMap(alpha=alpha, score_pool=score_pool)
 
     # ------------------------------------------------------------------ features and keys

@@ -86,6 +86,39 @@ def test_dice_loss_values() -> None:
     assert float(losses["loss"]) == pytest.approx(1.0 + 0.0 + 0.5 * (1 - 1 / 5))
 
 
+def test_per_image_dice_charges_a_false_alarm_on_a_normal_image_fully() -> None:
+    """Batch Dice dilutes a normal image's false alarm by the other image's hit; per-image Dice does not."""
+    target = torch.zeros(2, 1, 8, 8)
+    target[1, :, 2:6, 2:6] = 1  # image 0 normal, image 1 anomalous
+    prediction = target.clone()
+    prediction[0, :, 0:2, 0:2] = 1  # a 4-pixel false alarm on the normal image
+    batch, per_image = float(dice_loss(prediction, target)), float(dice_loss(prediction, target, per_image=True))
+    assert batch == pytest.approx(1 - 33 / 37)  # (2 * 16 + 1) / (20 + 16 + 1)
+    assert per_image == pytest.approx(((1 - 1 / 5) + 0.0) / 2)  # normal image: 1 - 1 / (4 + 1); anomalous: 0
+    assert per_image > 3 * batch
+    losses = OneNipLoss(dice_weight=1.0, dice_per_image=True)(
+        torch.ones(2, 3, 4, 4), torch.ones(2, 3, 4, 4), None, prediction, target
+    )
+    assert float(losses["dice"]) == pytest.approx(per_image)
+
+
+def test_grey_textures_carry_no_colour(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    texture_dir = tmp_path / "dtd" / "images" / "red"
+    texture_dir.mkdir(parents=True)
+    red = torch.zeros(64, 64, 3)
+    red[..., 0] = (torch.arange(64)[:, None] % 8 < 4).float()
+    Image.fromarray((red.numpy() * 255).astype("uint8")).save(texture_dir / "a.png")
+    grey_parts = _normalised(torch.rand(8, 1, 64, 64).expand(-1, 3, -1, -1))  # grey images, like magnetic tiles
+    for grey_probability, has_colour in ((1.0, False), (0.0, True)):
+        generator = SyntheticAnomalyGenerator(
+            texture_dir=tmp_path / "dtd", cutpaste_probability=0.0, grey_texture_probability=grey_probability
+        )
+        augmented, _ = generator(grey_parts)
+        colour = float((augmented.amax(dim=1) - augmented.amin(dim=1)).max())
+        assert (colour > 0.1) == has_colour
+
+
 def test_anomaly_map_fuses_refiner_with_calibrated_scale_and_pools_the_score() -> None:
     generator = OneNipAnomalyMap(alpha=0.5, score_pool=4)
     features = torch.zeros(1, 2, 4, 4)
