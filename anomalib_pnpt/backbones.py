@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,8 +48,45 @@ OFFLINE_WEIGHT_PACKAGES: dict[str, tuple[str, str]] = {
 }
 
 
+FIXES = (
+    "Give the machine access to the Hugging Face hub (or a filled HF cache), pass a local state dict "
+    "(--model.weights_path /path/to/weights.pth), or use a backbone whose weights ship with pip "
+    f"({', '.join(OFFLINE_WEIGHT_PACKAGES)}): anomalib train --config configs/pnpt_cpu.yaml (or onenip_cpu.yaml)."
+)
+
+
 class BackboneWeightsError(RuntimeError):
     """Raised when pretrained weights for a backbone cannot be obtained."""
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (one TCP connection, instead of the hub client's retries)."""
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_source(backbone: str) -> dict[str, object]:
+    """Arguments for timm's pretrained download: none online; the cached file offline; else a clear error.
+
+    Without a network, the hub client retries every request for about a minute before it looks at its cache;
+    this looks first, so an offline machine gets its cached weights, or the error, at once.
+    """
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+    if not offline and _hub_reachable():
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    config = timm.models.get_pretrained_cfg(backbone)
+    repository = config.hf_hub_id if config is not None else None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repository, filename) if repository else None
+        if isinstance(cached, str):
+            return {"pretrained_cfg_overlay": {"file": cached}}
+    msg = f"No ImageNet weights for '{backbone}': the Hugging Face hub is unreachable and they are not cached. {FIXES}"
+    raise BackboneWeightsError(msg)
 
 
 def offline_weights_file(backbone: str) -> Path:
@@ -139,14 +178,11 @@ def create_pretrained_timm_model(
         state_dict = load_offline_state_dict(backbone)
     else:
         try:
-            return timm.create_model(backbone, pretrained=True, **kwargs)
+            return timm.create_model(backbone, pretrained=True, **_hub_source(backbone), **kwargs)
+        except BackboneWeightsError:
+            raise
         except Exception as error:
-            msg = (
-                f"Could not obtain ImageNet weights for '{backbone}' ({type(error).__name__}: {error}). "
-                "Either give the machine access to the Hugging Face hub (or a pre-filled HF cache), or pass "
-                "a local state dict with weights_path=... (CLI: --model.weights_path /path/to/weights.pth). "
-                f"Backbones whose weights ship with pip packages: {sorted(OFFLINE_WEIGHT_PACKAGES)}."
-            )
+            msg = f"Could not obtain ImageNet weights for '{backbone}' ({type(error).__name__}: {error}). {FIXES}"
             raise BackboneWeightsError(msg) from error
     model = timm.create_model(backbone, pretrained=False, **kwargs)
     _load_into(model, state_dict, backbone)
@@ -245,7 +281,8 @@ class FrozenFeatureExtractor(nn.Module):
             ``"tf_efficientnet_lite2"``.
         layers: timm feature indices (``out_indices``); for ResNets 1, 2, 3 are ``layer1..3``; for
             EfficientNets 1, 2, 3, 4 are the stride-4/8/16/32 stages.
-        pretrained: Load ImageNet weights (see :func:`create_pretrained_timm_model`).
+        pretrained: Load ImageNet weights (see :func:`create_pretrained_timm_model`). Weights from the hub
+            are fetched on the first forward unless a state dict with the backbone's weights is loaded first.
         weights_path: Optional local weights file for backbones without offline weights.
 
     Example:
@@ -265,19 +302,42 @@ class FrozenFeatureExtractor(nn.Module):
         super().__init__()
         self.backbone_name = backbone
         self.layers = [int(layer) for layer in layers]
+        # Hub weights are fetched on first use, unless a checkpoint's state dict brings them first: a trained
+        # checkpoint then loads (and exports) on a machine without the hub, and the anomalib CLI reports a
+        # missing network as one error while training starts, not while it parses the model's arguments.
+        self.hub_weights_pending = pretrained and weights_path is None and backbone not in OFFLINE_WEIGHT_PACKAGES
         self.model = create_pretrained_timm_model(
             backbone,
-            pretrained=pretrained,
+            pretrained=pretrained and not self.hub_weights_pending,
             weights_path=weights_path,
-            features_only=True,
-            out_indices=self.layers,
-            exportable=True,
+            **self._timm_arguments(),
         )
         self.model.eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.out_channels: list[int] = list(self.model.feature_info.channels())
         self.reductions: list[int] = list(self.model.feature_info.reduction())
+
+    def _timm_arguments(self) -> dict[str, object]:
+        return {"features_only": True, "out_indices": self.layers, "exportable": True}
+
+    def load_hub_weights(self) -> None:
+        """Fetch the ImageNet weights from the Hugging Face hub (or its cache) if still pending.
+
+        Raises:
+            BackboneWeightsError: If the hub is unreachable and the weights are not cached.
+        """
+        if not self.hub_weights_pending:
+            return
+        pretrained = create_pretrained_timm_model(self.backbone_name, pretrained=True, **self._timm_arguments())
+        self.model.load_state_dict(pretrained.state_dict())
+        self.hub_weights_pending = False
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        """A state dict that holds the backbone's weights (a checkpoint) makes the hub download unnecessary."""
+        if any(key.startswith(f"{prefix}model.") for key in state_dict):
+            self.hub_weights_pending = False
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> FrozenFeatureExtractor:
         """Keep the backbone in eval mode: its batch-norm statistics are part of the frozen weights."""
@@ -294,6 +354,7 @@ class FrozenFeatureExtractor(nn.Module):
         Returns:
             Feature maps ``(B, C_i, H / r_i, W / r_i)``.
         """
+        self.load_hub_weights()
         return list(self.model(images))
 
 

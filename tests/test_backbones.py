@@ -60,14 +60,37 @@ def test_frozen_extractor_shapes_and_frozen() -> None:
     assert not extractor.model.training  # batch-norm statistics stay frozen
 
 
-def test_hub_backbone_offline_fails_fast_naming_both_fixes() -> None:
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without the hub and with an empty HF cache, whatever this one has."""
+    import huggingface_hub
+
+    monkeypatch.setattr("anomalib_pnpt.backbones._hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *args, **kwargs: None)
+
+
+@pytest.mark.usefixtures("no_hub")
+def test_hub_backbone_offline_fails_fast_on_first_use_naming_the_fixes() -> None:
+    extractor = FrozenFeatureExtractor("resnet18", layers=(1, 2))  # building needs no network
     start = time.perf_counter()
     with pytest.raises(BackboneWeightsError) as error:
-        FrozenFeatureExtractor("resnet18", layers=(1, 2))
-    assert time.perf_counter() - start < 20
+        extractor(torch.rand(1, 3, 64, 64))
+    assert time.perf_counter() - start < 5  # no retries
     message = str(error.value)
     assert "hub" in message
     assert "weights_path" in message
+    assert "configs/pnpt_cpu.yaml" in message  # the offline configuration
+
+
+@pytest.mark.usefixtures("no_hub")
+def test_a_checkpoints_backbone_weights_make_the_hub_unnecessary() -> None:
+    """A trained model's state dict carries the backbone: loading it offline gives that backbone, no download."""
+    trained = FrozenFeatureExtractor("resnet18", layers=(1, 2), pretrained=False)
+    loaded = FrozenFeatureExtractor("resnet18", layers=(1, 2))
+    loaded.load_state_dict(trained.state_dict())
+    images = torch.rand(1, 3, 64, 64)
+    for mine, theirs in zip(loaded(images), trained(images), strict=True):
+        assert torch.equal(mine, theirs)
 
 
 def test_local_weights_file(tmp_path: Path) -> None:
