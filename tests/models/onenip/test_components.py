@@ -54,16 +54,33 @@ def test_neighbor_mask_module_is_additive_and_default_half_the_grid() -> None:
     assert float(weights[0, 7 * 14 + 7, 7 * 14 + 7]) == 0.0
 
 
-def test_encoder_and_decoder_shapes_and_position_embedding() -> None:
+def test_decoder_step_c_updates_the_image_stream_from_prompt_tokens_outside_its_neighbourhood() -> None:
+    """Eq. 3 (c): image tokens attend to the updated prompt tokens; the neighbour mask hides a token's own
+    neighbourhood (UniAD's anti-shortcut mask), so a change of a neighbouring prompt token cannot reach it."""
+    torch.manual_seed(0)
+    grid, dim = (6, 6), 16
+    pos = LearnedPositionEmbedding(*grid, dim)()
+    mask = NeighborMask(*grid, size=3)()
+    decoder = BidirectionalDecoderLayer(dim, 4, 32).eval()
+    image, prompt = torch.rand(1, 36, dim), torch.rand(1, 36, dim)
+    with torch.no_grad():
+        updated, _ = decoder(image, prompt, pos, mask)
+        assert not torch.allclose(updated, image)  # step (c) changed the image stream
+        near, far, change = prompt.clone(), prompt.clone(), 5 * torch.randn(dim)  # not constant: LN would remove it
+        near[0, 1] += change  # inside token 0's 3 x 3 neighbourhood (row 0, column 1)
+        far[0, 35] += change  # outside it (row 5, column 5)
+        from_near, _ = decoder(image, near, pos, mask)
+        from_far, _ = decoder(image, far, pos, mask)
+    torch.testing.assert_close(from_near[0, 0], updated[0, 0])  # the neighbour is masked ...
+    assert not torch.allclose(from_near[0, 35], updated[0, 35])  # ... for token 0, not for a distant token
+    assert not torch.allclose(from_far[0, 0], updated[0, 0])  # the image reads the prompt outside it
+
+
+def test_encoder_shapes_and_position_embedding() -> None:
     pos = LearnedPositionEmbedding(4, 5, 16)()
     assert pos.shape == (20, 16)
-    mask = NeighborMask(4, 5, size=2)()
     encoder = EncoderLayer(16, 4, 32)
-    decoder = BidirectionalDecoderLayer(16, 4, 32)
-    image, prompt = torch.rand(3, 20, 16), torch.rand(3, 20, 16)
-    image = encoder(image, pos, mask)
-    image, prompt = decoder(image, prompt, pos, mask)
-    assert image.shape == prompt.shape == (3, 20, 16)
+    assert encoder(torch.rand(3, 20, 16), pos, NeighborMask(4, 5, size=2)()).shape == (3, 20, 16)
 
 
 def test_refiner_output_is_a_probability_map_at_input_size() -> None:

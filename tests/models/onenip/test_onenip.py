@@ -69,11 +69,30 @@ def test_refiner_scale_calibrated_on_training_data(trained: tuple) -> None:
     assert scale != 1.0 and scale > 0
     # It is the largest reconstruction error over normal training images (calibration_images of them).
     model.eval()
-    batches = [(model.pre_processor.transform(torch.rand(2, 3, 128, 128)),)]
-    assert model.calibrate_refiner_scale(batches) == pytest.approx(
-        float(model.model.anomaly_map_generator.refiner_scale)
-    )
+    images = [model.pre_processor.transform(torch.rand(2, 3, 128, 128)) for _ in range(2)]
+    with torch.no_grad():
+        largest = max(float(model.model.reconstruction_error(batch).amax()) for batch in images)
+    assert model.calibrate_refiner_scale([(batch,) for batch in images]) == pytest.approx(largest)
+    assert float(model.model.anomaly_map_generator.refiner_scale) == pytest.approx(largest)
     model.model.anomaly_map_generator.refiner_scale.fill_(scale)
+
+
+def test_the_refiners_map_enters_the_anomaly_map_with_weight_alpha_times_the_scale(trained: tuple) -> None:
+    """``S = (1 - alpha) S_rec + alpha s M_hat``: a refiner that is sure everywhere adds ``alpha s``."""
+    model, _, _ = trained
+    network = model.model.eval()
+    images = model.pre_processor.transform(torch.rand(2, 3, 128, 128))
+    head = network.refiner.head
+    bias = head.bias.detach().clone()
+    maps = []
+    with torch.no_grad():
+        for certain in (-30.0, 30.0):  # refiner probability ~0, then ~1, everywhere
+            head.bias.fill_(certain)
+            maps.append(network.predict(images)[0].anomaly_map)
+        head.bias.copy_(bias)
+    generator = network.anomaly_map_generator
+    expected = generator.alpha * float(generator.refiner_scale)
+    torch.testing.assert_close(maps[1] - maps[0], torch.full_like(maps[0], expected), rtol=1e-3, atol=1e-3)
 
 
 def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None:

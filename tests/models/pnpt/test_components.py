@@ -124,6 +124,19 @@ def test_sace_aligns_semantic_tokens_across_streams() -> None:
     assert layer(prior, own, None)[2] is None
 
 
+def test_sace_second_cross_attention_aligns_the_self_semantics_to_the_aligned_prior() -> None:
+    """Eq. 4's second line: ``Z = LN(CAM(q=R_S(s), kv=R'_S(p)) + R_S(s))`` feeds ``E_S``, and only ``E_S``."""
+    torch.manual_seed(0)
+    layer = SaceLayer(dim=32, num_heads=4, ffn_dim=64).eval()
+    prior, own, semantic = torch.rand(2, 16, 32), torch.rand(2, 16, 32), torch.rand(2, 5, 32)
+    r_prior, r_self, fused = layer(prior, own, semantic)
+    with torch.no_grad():
+        layer.align_self.attention.out_proj.weight.mul_(-3.0)  # another second cross-attention
+    r_prior_2, r_self_2, fused_2 = layer(prior, own, semantic)
+    assert torch.equal(r_prior, r_prior_2) and torch.equal(r_self, r_self_2)
+    assert not torch.allclose(fused, fused_2, atol=1e-3)
+
+
 def test_sace_streams_in_one_batch_equal_separate_encoding() -> None:
     """Both streams share the encoder and run as one batch; each must still see only its own tokens."""
     torch.manual_seed(0)
@@ -150,6 +163,19 @@ def test_dual_cosine_loss_is_whole_map_cosine_summed_over_scales_and_streams() -
     assert float(map_cosine_loss(target, negated)) == pytest.approx(4.0, abs=1e-5)  # 2 scales x (1 - (-1))
     assert float(DualCosineLoss()(target, negated, negated)) == pytest.approx(8.0, abs=1e-5)
     assert float(DualCosineLoss()(target, None, negated)) == pytest.approx(4.0, abs=1e-5)
+
+
+def test_anomaly_map_weighs_the_prior_stream_by_the_fusion_weight() -> None:
+    """Eq. 8: the prior stream's reconstruction counts with ``w``, the self stream's with ``1 - w``."""
+    target = [torch.rand(1, 8, 16, 16) + 0.1]
+    prior, own = target[0].clone(), target[0].clone()
+    prior[:, :, 2:6, 2:6] = -1.0  # only the prior stream fails in region A
+    own[:, :, 10:14, 10:14] = -1.0  # only the self stream fails in region B
+    region_a, region_b = (slice(8, 24), slice(8, 24)), (slice(40, 56), slice(40, 56))
+    for weight, a_shows, b_shows in ((1.0, True, False), (0.0, False, True), (0.5, True, True)):
+        anomaly_map, _ = PnptAnomalyMap(fusion_weight=weight, sigma=0.0)(target, [prior], [own], image_size=(64, 64))
+        assert (float(anomaly_map[0, 0][region_a].mean()) > 0.1) == a_shows
+        assert (float(anomaly_map[0, 0][region_b].mean()) > 0.1) == b_shows
 
 
 def test_anomaly_map_localises_the_deviation() -> None:
