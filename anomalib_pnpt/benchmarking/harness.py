@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -249,6 +248,8 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
         **calibrated_pooled_metrics(model, datamodule.test_dataloader()),
     }
     ms_per_image = measure_inference_ms(model, datamodule.test_dataloader())
+    import resource  # Unix only: imported here so that importing the harness (the CLI does) works everywhere
+
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         peak_rss_mb = max(peak_rss_mb, torch.cuda.max_memory_allocated() / 2**20)
