@@ -13,7 +13,7 @@ automatically) before the first optimisation step; at test and in export the pro
 similarity of pooled features. The refiner's scale (``s`` in ``S = (1 - alpha) S_rec + alpha s M_hat``) is
 calibrated on normal TRAINING images before every validation and at the end of training — never on test
 data. The clean images' backbone features are cached across epochs (``cache_features``); the synthetic
-copies are new every step, so their features are always computed.
+copies are new every step (the paper), or reused with their features for ``synthetic_refresh_epochs`` epochs.
 
 Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
