@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from anomalib_pnpt.feature_cache import FeatureCache
@@ -68,3 +70,18 @@ def test_bounded_cache_still_returns_features(tmp_path: Path) -> None:
     out = cache.features(paths, images, _extractor(calls))
     assert len(cache) == 1
     assert torch.equal(out[0], images * 2)
+
+
+def test_memory_bound_stops_the_cache_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each image's maps take 4 * (48 + 16) = 256 bytes: a 600-byte bound keeps two of four images."""
+    calls: list[int] = []
+    cache = FeatureCache("net", max_mb=600 / 2**20)
+    paths = _files(tmp_path, 4)
+    images = torch.rand(4, 3, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="anomalib_pnpt.feature_cache"):
+        out = cache.features(paths, images, _extractor(calls))
+        again = cache.features(paths, images, _extractor(calls))
+    assert len(cache) == 2 and cache.megabytes * 2**20 == 512
+    assert torch.equal(out[0], images * 2) and torch.equal(again[0], images * 2)  # full: computed, still right
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "Feature cache full at 2 images" in caplog.records[0].message

@@ -60,6 +60,7 @@ class PromptedAnomalyModule(AnomalibModule):
         image_size: Input side of the default pre-processor.
         cache_features: Reuse training images' backbone features across epochs.
         feature_id: Identity of the feature extractor for the cache key (name, layers, weights).
+        feature_cache_mb: Memory bound of that cache in MiB (beyond it, features are computed every epoch).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor, or ``True`` for a
             :class:`~anomalib_pnpt.per_class_calibration.PerClassPostProcessor`.
@@ -77,6 +78,7 @@ class PromptedAnomalyModule(AnomalibModule):
         image_size: int,
         cache_features: bool,
         feature_id: str,
+        feature_cache_mb: float | None = 8192,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -92,7 +94,7 @@ class PromptedAnomalyModule(AnomalibModule):
         )
         self.cache_features = cache_features
         self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
-        self.feature_cache = FeatureCache(feature_id)
+        self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
         self.prompt_categories: list[str] = []
         # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
         self._retrieval_hits: list[torch.Tensor] = []

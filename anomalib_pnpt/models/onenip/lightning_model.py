@@ -103,6 +103,8 @@ class OneNip(PromptedAnomalyModule):
             :mod:`anomalib_pnpt.lr_schedule`).
         warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
         cache_features: Reuse the clean training images' backbone features across epochs.
+        feature_cache_mb: Memory bound of that cache in MiB (default 8 GiB; beyond it, features are computed
+            every epoch, with one warning).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -146,6 +148,7 @@ class OneNip(PromptedAnomalyModule):
         lr_schedule: str = "step",
         warmup_steps: int = 0,
         cache_features: bool = True,
+        feature_cache_mb: float | None = 8192,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -155,6 +158,7 @@ class OneNip(PromptedAnomalyModule):
             backbone=backbone,
             image_size=image_size,
             cache_features=cache_features,
+            feature_cache_mb=feature_cache_mb,
             feature_id=f"onenip:{backbone}:{list(layers)}:{pre_trained}:{weights_path}",
             pre_processor=pre_processor,
             post_processor=post_processor,

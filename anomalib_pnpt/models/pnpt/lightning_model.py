@@ -80,6 +80,8 @@ class Pnpt(PromptedAnomalyModule):
         warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
         gradient_clip: Gradient-norm clipping; ``0`` disables it (the paper does not clip).
         cache_features: Reuse training images' backbone features across epochs.
+        feature_cache_mb: Memory bound of that cache in MiB (default 8 GiB; beyond it, features are computed
+            every epoch, with one warning).
         use_hpe: Ablation: ``False`` = last backbone level only.
         use_prior: Ablation: ``False`` = single stream, no CS-NPP.
         use_semantic_tokens: Ablation: ``False`` = no SACE semantic tokens.
@@ -119,6 +121,7 @@ class Pnpt(PromptedAnomalyModule):
         warmup_steps: int = 0,
         gradient_clip: float = 0.0,
         cache_features: bool = True,
+        feature_cache_mb: float | None = 8192,
         use_hpe: bool = True,
         use_prior: bool = True,
         use_semantic_tokens: bool = True,
@@ -132,6 +135,7 @@ class Pnpt(PromptedAnomalyModule):
             backbone=backbone,
             image_size=image_size,
             cache_features=cache_features,
+            feature_cache_mb=feature_cache_mb,
             feature_id=f"{backbone}:{list(layers)}:{pre_trained}:{weights_path}:{use_hpe}",
             pre_processor=pre_processor,
             post_processor=post_processor,
