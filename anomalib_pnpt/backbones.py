@@ -177,10 +177,9 @@ def create_pretrained_timm_model(
     elif backbone in OFFLINE_WEIGHT_PACKAGES:
         state_dict = load_offline_state_dict(backbone)
     else:
+        source = _hub_source(backbone)
         try:
-            return timm.create_model(backbone, pretrained=True, **_hub_source(backbone), **kwargs)
-        except BackboneWeightsError:
-            raise
+            return timm.create_model(backbone, pretrained=True, **source, **kwargs)
         except Exception as error:
             msg = f"Could not obtain ImageNet weights for '{backbone}' ({type(error).__name__}: {error}). {FIXES}"
             raise BackboneWeightsError(msg) from error

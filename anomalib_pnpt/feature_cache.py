@@ -34,6 +34,27 @@ import torch
 logger = logging.getLogger(__name__)
 
 
+def image_key(path: str, backbone_id: str, image_shape: Sequence[int]) -> tuple:
+    """Key of what a training image's features depend on: its file, the feature extractor, the input shape.
+
+    The file counts by path, size and modification time; any change gives another key, so nothing stale is reused.
+
+    Args:
+        path: The image file.
+        backbone_id: Identity of the feature extractor (name + layers + weights source).
+        image_shape: Shape of the pre-processed image tensor.
+
+    Returns:
+        A hashable key.
+    """
+    try:
+        stat = Path(path).stat()
+        file_id = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        file_id = (path, -1, -1)
+    return (*file_id, backbone_id, tuple(image_shape))
+
+
 class FeatureCache:
     """Map from (image file, backbone, input shape) to that image's feature maps, kept on the CPU.
 
@@ -86,12 +107,7 @@ class FeatureCache:
 
     def key(self, path: str, image_shape: Sequence[int]) -> tuple:
         """Cache key of one image file as the given tensor shape."""
-        try:
-            stat = Path(path).stat()
-            file_id = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            file_id = (path, -1, -1)
-        return (*file_id, self.backbone_id, tuple(image_shape))
+        return image_key(path, self.backbone_id, image_shape)
 
     def features(
         self,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from anomalib_pnpt.feature_cache import FeatureCache
+from anomalib_pnpt.feature_cache import image_key
 
 
 class SyntheticCopyBank:
@@ -50,12 +50,10 @@ class SyntheticCopyBank:
         if refresh_epochs < 1:
             msg = f"refresh_epochs must be at least 1, got {refresh_epochs}."
             raise ValueError(msg)
+        self.backbone_id = backbone_id
         self.refresh_epochs = refresh_epochs
         self.max_items = max_items
-        self._keys = FeatureCache(backbone_id)  # only its key rule: the same identity as the clean features
         self._store: dict[tuple, tuple[int, torch.Tensor, torch.Tensor]] = {}
-        self.made = 0
-        self.reused = 0
 
     def __len__(self) -> int:
         return len(self._store)
@@ -79,17 +77,13 @@ class SyntheticCopyBank:
             ``(features (B, C, h, w), masks (B, 1, H, W))`` on the images' device.
         """
         if self.refresh_epochs == 1:  # the paper's behaviour: nothing to keep
-            self.made += len(images)
             return make(images)
-        keys = [self._keys.key(path, images.shape[1:]) for path in paths]
+        keys = [image_key(path, self.backbone_id, images.shape[1:]) for path in paths]
         stale = [i for i, key in enumerate(keys) if self._age(key, epoch) >= self.refresh_epochs]
-        self.made += len(stale)
-        self.reused += len(keys) - len(stale)
-        if not stale:
-            entries = [self._store[key] for key in keys]
-            return self._stack(entries, images.device)
-        features, masks = make(images[stale])
-        fresh = dict(zip(stale, zip(features, masks, strict=True), strict=True))
+        fresh = {}
+        if stale:
+            features, masks = make(images[stale])
+            fresh = dict(zip(stale, zip(features, masks, strict=True), strict=True))
         entries = []
         for index, key in enumerate(keys):
             if index in fresh:
