@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -31,21 +32,13 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import OneNip
 from anomalib_pnpt.benchmarking.invocation import command_line, data_root
-from anomalib_pnpt.deploy import read_image_file
 
-CLASSES = ("bottle", "hazelnut_toy", "magnetic_tile")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pnpt_cached_probe import CLASSES, load_image, load_mask
+
 CALIBRATION_IMAGES = 64  # per class, from the training split
 POOLS = (16, 8, 4, 1)
 ALPHAS = (0.0, 0.5, 1.0)
-
-
-def mask_of(root: Path, category: str, image: Path, size: int) -> torch.Tensor:
-    """Boolean ground-truth mask ``(size, size)`` (all false for good images)."""
-    if image.parent.name == "good":
-        return torch.zeros(size, size, dtype=torch.bool)
-    path = root / category / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"
-    mask = torch.from_numpy(read_image_file(path)[..., 0].copy())[None, None]
-    return F.interpolate(mask, size=(size, size), mode="nearest")[0, 0] > 0.5
 
 
 @torch.no_grad()
@@ -54,7 +47,7 @@ def maps_of(model: OneNip, files: list[Path]) -> tuple[torch.Tensor, torch.Tenso
     network = model.model
     reconstruction_errors, refined_maps = [], []
     for start in range(0, len(files), 16):
-        batch = torch.stack([torch.from_numpy(read_image_file(f)).permute(2, 0, 1) for f in files[start : start + 16]])
+        batch = torch.stack([load_image(f) for f in files[start : start + 16]])
         images = model.pre_processor.transform(batch)
         features = network.extract_features(images)
         reconstruction = network.reconstruct(features, network.inference_prompts(features)[1])
@@ -93,7 +86,7 @@ def main() -> None:
             "s_rec": reconstruction_error,
             "refined": refined,
             "labels": np.array([f.parent.name != "good" for f in files]),
-            "masks": torch.stack([mask_of(root, category, f, size) for f in files]),
+            "masks": torch.stack([load_mask(root, category, f, size)[0] for f in files]),
         }
         print(f"{category}: {len(files)} test images, class scale {class_scale[category]:.3f}", flush=True)
     global_scale = max(class_scale.values())

@@ -58,13 +58,13 @@ def load_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float() / 255
 
 
-def load_mask(root: Path, category: str, image: Path) -> torch.Tensor:
-    """Boolean ground-truth mask ``(1, SIZE, SIZE)`` (all false for good images)."""
+def load_mask(root: Path, category: str, image: Path, size: int = SIZE) -> torch.Tensor:
+    """Boolean ground-truth mask ``(1, size, size)`` (all false for good images)."""
     if image.parent.name == "good":
-        return torch.zeros(1, SIZE, SIZE, dtype=torch.bool)
+        return torch.zeros(1, size, size, dtype=torch.bool)
     mask_path = root / category / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"
     mask = torch.from_numpy(np.array(Image.open(mask_path).convert("L"))).float()[None, None]
-    return F.interpolate(mask, size=(SIZE, SIZE), mode="nearest")[0] > 127
+    return F.interpolate(mask, size=(size, size), mode="nearest")[0] > 127
 
 
 @torch.no_grad()
