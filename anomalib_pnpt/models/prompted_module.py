@@ -38,7 +38,7 @@ from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassInferenceBatch
@@ -48,6 +48,7 @@ from anomalib_pnpt.lr_schedule import lr_scheduler_config
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
+from anomalib_pnpt.training_length import TrainingLength
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,14 @@ class PromptedAnomalyModule(AnomalibModule):
             :class:`~anomalib_pnpt.per_class_calibration.PerClassPostProcessor`.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
+        seed: Seeds everything here (before the subclass makes its weights) and again when fitting starts.
     """
 
     # Whether the pool is a sum over training images that ranks can build from shares of the data and
     # reduce (see PromptPoolCallback); otherwise every rank builds it from all the images.
     prompt_pool_splits_across_ranks: bool = False
+    # Epochs when the trainer is given no length (see training_length.TrainingLength): the paper's recipe.
+    default_max_epochs: int = 300
 
     def __init__(
         self,
@@ -83,7 +87,10 @@ class PromptedAnomalyModule(AnomalibModule):
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        seed: int | None = None,
     ) -> None:
+        if seed is not None:
+            seed_everything(seed, workers=True)
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size=(image_size, image_size), backbone=backbone)
         super().__init__(
@@ -93,6 +100,7 @@ class PromptedAnomalyModule(AnomalibModule):
             visualizer=visualizer,
         )
         self.cache_features = cache_features
+        self.seed = seed
         self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
         self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
         self.prompt_categories: list[str] = []
@@ -197,11 +205,20 @@ class PromptedAnomalyModule(AnomalibModule):
 
         (Path(model_path).parent / CATEGORIES_FILE).write_text(json.dumps(list(self.prompt_categories)))
 
+    def setup(self, stage: str) -> None:
+        """Seed the run's random draws (pool, shuffling, noise, synthetic anomalies) when the model has a seed.
+
+        Args:
+            stage: Lightning stage; only ``"fit"`` is seeded.
+        """
+        if stage == "fit" and self.seed is not None:
+            seed_everything(self.seed, workers=True)
+
     def configure_callbacks(self) -> Sequence[Callback]:
-        """Anomalib's component callbacks plus the prompt-pool builder."""
+        """Anomalib's component callbacks, the prompt-pool builder and the model's training length."""
         callbacks = super().configure_callbacks()
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, PromptPoolCallback()]
+        return [*callbacks, PromptPoolCallback(), TrainingLength(self.default_max_epochs)]
 
     def prompt_pool_ready(self) -> bool:
         """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""

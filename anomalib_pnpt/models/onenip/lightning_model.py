@@ -109,7 +109,12 @@ class OneNip(PromptedAnomalyModule):
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
+        seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
+
+    # The official recipe: 1000 epochs, learning rate x0.1 at epoch 800 (see training_length.TrainingLength).
+    default_max_epochs = 1000
 
     def __init__(
         self,
@@ -153,6 +158,7 @@ class OneNip(PromptedAnomalyModule):
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -164,6 +170,7 @@ class OneNip(PromptedAnomalyModule):
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
+            seed=seed,
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay

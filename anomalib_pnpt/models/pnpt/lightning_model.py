@@ -90,6 +90,8 @@ class Pnpt(PromptedAnomalyModule):
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
+        seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
 
     # The CS-NPP is a class mean: under DDP each rank sums a share of the images and the sums are reduced.
@@ -130,6 +132,7 @@ class Pnpt(PromptedAnomalyModule):
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -141,6 +144,7 @@ class Pnpt(PromptedAnomalyModule):
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
+            seed=seed,
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
