@@ -52,11 +52,11 @@ def test_duplicate_rows_tie_break_like_anomalib() -> None:
 
 
 def test_pruning_skips_work_on_clustered_rows_and_still_selects_anomalibs_indices() -> None:
-    # Small blocks on clustered rows: most steps use the bounds (not the dense passes), so a wrong bound shows.
+    # Clustered rows and short cascades: most steps use the bounds (not the dense passes), so a wrong bound shows.
     embedding = _clustered(6000, 32, 60)
     torch.manual_seed(0)
     np.random.seed(0)
-    sampler = FastKCenterGreedy(embedding, sampling_ratio=0.08, block_size=16, chunk_rows=256)
+    sampler = FastKCenterGreedy(embedding, sampling_ratio=0.08, bound_dims=(4, 8, 16))
     fast = sampler.select_coreset_idxs()
     assert sampler.rows_computed < 0.5 * len(embedding) * (sampler.coreset_size - 1)
     assert fast == _seeded_selection(KCenterGreedy, embedding, 0.08, seed=0)

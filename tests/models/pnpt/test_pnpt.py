@@ -85,6 +85,28 @@ def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_r
     assert float(raw_pasted.pred_score) > float(raw_clean.pred_score)
 
 
+def test_trained_network_reconstructs_unseen_normal_images_closer_than_its_prior(
+    trained: tuple, demo_root: Path
+) -> None:
+    """What the transformer adds to the class-mean prior it is given: on normal TEST images (never trained on),
+    the fused reconstruction deviates less from the image's features than the retrieved prior does (Eq. 8 with
+    F_fuse* replaced by the prior). The pasted-defect test above passes with the prior alone; this one cannot."""
+    model, _, _ = trained
+    net = model.model.eval()
+    paths = sorted(demo_root.glob("*/test/good/*.png"))
+    images = model.pre_processor.transform(torch.cat([load_image_tensor(path) for path in paths]))
+    with torch.no_grad():
+        features = net.extract_features(images)
+        _, prior = net.retrieve_prior(features)
+        prior_reconstruction, self_reconstruction = net.reconstruct(features, prior)
+        size = images.shape[-2:]
+        network_map, _ = net.anomaly_map_generator(features, prior_reconstruction, self_reconstruction, size)
+        prior_map, _ = net.anomaly_map_generator(features, None, prior, size)
+    per_image_network, per_image_prior = network_map.flatten(1).mean(1), prior_map.flatten(1).mean(1)
+    assert float(per_image_network.mean()) < 0.8 * float(per_image_prior.mean())
+    assert (per_image_network < per_image_prior).float().mean() >= 0.75
+
+
 def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path) -> None:
     model, engine, _ = trained
     path = tmp_path / "pnpt.ckpt"
