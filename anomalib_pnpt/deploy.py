@@ -39,13 +39,13 @@ import numpy as np
 import torch
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.visualization.image.functional import (
-    add_text_to_image,
     overlay_image,
     visualize_anomaly_map,
     visualize_pred_mask,
 )
 from PIL import Image
 
+from anomalib_pnpt.captions import add_caption, caption_text
 from anomalib_pnpt.data.dataset import ImageReadError, load_rgb_array
 from anomalib_pnpt.data.items import MultiClassNumpyImageBatch
 
@@ -274,14 +274,12 @@ def overlay_picture(original: np.ndarray, prediction: MultiClassNumpyImageBatch,
         mask = np.asarray(prediction.pred_mask[index]).squeeze().astype(np.uint8) * 255
         contour = visualize_pred_mask(Image.fromarray(mask).resize(base.size), mode="contour")
         result = overlay_image(result, contour, alpha=1.0)
-    caption = []
-    if prediction.pred_category is not None:
-        caption.append(prediction.pred_category[index])
-    if prediction.pred_score is not None:
-        caption.append(f"score {float(np.asarray(prediction.pred_score).reshape(-1)[index]):.3f}")
-    if prediction.pred_label is not None:
-        caption.append("ANOMALOUS" if bool(np.asarray(prediction.pred_label).reshape(-1)[index]) else "normal")
-    return add_text_to_image(result.convert("RGB"), "  ".join(caption))
+    text = caption_text(
+        prediction.pred_category[index] if prediction.pred_category is not None else None,
+        float(np.asarray(prediction.pred_score).reshape(-1)[index]) if prediction.pred_score is not None else None,
+        bool(np.asarray(prediction.pred_label).reshape(-1)[index]) if prediction.pred_label is not None else None,
+    )
+    return add_caption(result, text)
 
 
 def prediction_summary(prediction: MultiClassNumpyImageBatch, index: int = 0) -> dict[str, Any]:

@@ -241,35 +241,61 @@ class PerClassPostProcessor(PostProcessor):
             num_classes: Size of the per-class tables (the prompt pool's class count).
         """
         maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
-
-        def statistics(selection: torch.Tensor) -> list[float]:
-            values = [float("nan")] * len(CLASS_STATISTICS)
-            if selection.any():
-                chosen = scores[selection]
-                values[0] = float(order_statistic(chosen, self.image_quantile))
-                # One image gives no score range: its class keeps its threshold but the global range.
-                if len(chosen) > 1:
-                    values[1:3] = [float(chosen.min()), float(chosen.max())]
-                if maps is not None:
-                    pixels = maps[selection]
-                    values[3:] = [
-                        float(order_statistic(pixels, self.pixel_quantile)),
-                        float(pixels.min()),
-                        float(pixels.max()),
-                    ]
-            return values
-
         device = self._image_threshold.device
-        overall = statistics(torch.ones_like(class_ids, dtype=torch.bool))
+        overall = self._statistics(scores, maps)
         for buffer, value in zip(
             ("_image_threshold", "image_min", "image_max", "_pixel_threshold", "pixel_min", "pixel_max"),
             overall,
             strict=True,
         ):
             getattr(self, buffer).fill_(value)
-        table = torch.tensor([statistics(class_ids == index) for index in range(num_classes)], device=device)
+        rows = [
+            self._statistics(scores[selected], maps[selected] if maps is not None else None)
+            for selected in (class_ids == index for index in range(num_classes))
+        ]
+        table = torch.tensor(rows, device=device)
         for column, name in enumerate(CLASS_STATISTICS):
             setattr(self, f"class_{name}", table[:, column].contiguous())
+
+    def _statistics(self, scores: torch.Tensor, maps: torch.Tensor | None) -> list[float]:
+        """One class's (or all images') statistics in ``CLASS_STATISTICS`` order; NaN where they cannot be had."""
+        values = [float("nan")] * len(CLASS_STATISTICS)
+        if len(scores):
+            values[0] = float(order_statistic(scores, self.image_quantile))
+            # One image gives no score range: its class keeps its threshold but the global range.
+            if len(scores) > 1:
+                values[1:3] = [float(scores.min()), float(scores.max())]
+            if maps is not None:
+                values[3:] = [
+                    float(order_statistic(maps, self.pixel_quantile)),
+                    float(maps.min()),
+                    float(maps.max()),
+                ]
+        return values
+
+    def append_class(self, scores: torch.Tensor, maps: torch.Tensor | None) -> None:
+        """Calibrate one more class (the last index) from raw predictions of its normal images.
+
+        The global statistics stay those of the original calibration.
+
+        Args:
+            scores: ``(N,)`` raw image scores.
+            maps: ``(N, ...)`` raw anomaly maps, or ``None``.
+        """
+        maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
+        row = torch.tensor(self._statistics(scores, maps), device=self._image_threshold.device)
+        for column, name in enumerate(CLASS_STATISTICS):
+            setattr(self, f"class_{name}", torch.cat([getattr(self, f"class_{name}"), row[column : column + 1]]))
+
+    def remove_class(self, index: int) -> None:
+        """Drop class ``index``'s statistics; later classes move up.
+
+        Args:
+            index: Class index.
+        """
+        for name in CLASS_STATISTICS:
+            table = getattr(self, f"class_{name}")
+            setattr(self, f"class_{name}", torch.cat([table[:index], table[index + 1 :]]))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The tables are sized at calibration; resize the empty buffers of a fresh instance to the checkpoint's.

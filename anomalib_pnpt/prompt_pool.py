@@ -137,6 +137,35 @@ class PromptPool(nn.Module):
             prompt.div_(self.counts.view((-1,) + (1,) * (prompt.dim() - 1)))
         self.built = torch.tensor(True, device=self.keys.device)
 
+    @torch.no_grad()
+    def append(self, keys: torch.Tensor, prompts: Sequence[torch.Tensor], counts: torch.Tensor) -> None:
+        """Add finished entries (keys and prompts already averaged) after the existing ones.
+
+        Args:
+            keys: ``(E, D)`` retrieval keys.
+            prompts: Per prompt map, ``(E, *shape_i)``.
+            counts: ``(E,)`` images behind each entry.
+        """
+        self.check_built()
+        device = self.keys.device
+        self.keys = torch.cat([self.keys, keys.to(device).float()])
+        self.counts = torch.cat([self.counts, counts.to(device).float()])
+        for index, (buffer, values) in enumerate(zip(self.prompts, prompts, strict=True)):
+            setattr(self, f"prompt_{index}", torch.cat([buffer, values.to(device).float()]))
+
+    @torch.no_grad()
+    def remove(self, entries: Sequence[int]) -> None:
+        """Delete the given entries; the later ones move up.
+
+        Args:
+            entries: Entry indices.
+        """
+        keep = torch.ones(self.num_classes, dtype=torch.bool, device=self.keys.device)
+        keep[list(entries)] = False
+        self.keys, self.counts = self.keys[keep], self.counts[keep]
+        for index, buffer in enumerate(self.prompts):
+            setattr(self, f"prompt_{index}", buffer[keep])
+
     def check_built(self) -> None:
         """Raise a clear error if the pool is empty (the model was never trained or built).
 

@@ -41,14 +41,17 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from anomalib_pnpt.data.dataset import load_rgb_array
 from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
+from anomalib_pnpt.prediction_writer import PredictionWriter
 from anomalib_pnpt.prompt_pool import PromptPoolCallback
 from anomalib_pnpt.training_length import TrainingLength
+from anomalib_pnpt.visualizer import MultiClassImageVisualizer
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,11 @@ class PromptedAnomalyModule(AnomalibModule):
             The pre-processor.
         """
         return BackbonePreProcessor(backbone, image_size=image_size or (256, 256))
+
+    @classmethod
+    def configure_visualizer(cls) -> MultiClassImageVisualizer:
+        """Anomalib's image visualizer with the retrieved class, score and verdict under every picture."""
+        return MultiClassImageVisualizer()
 
     @classmethod
     def configure_post_processor(cls) -> PostProcessor:
@@ -215,10 +223,13 @@ class PromptedAnomalyModule(AnomalibModule):
             seed_everything(self.seed, workers=True)
 
     def configure_callbacks(self) -> Sequence[Callback]:
-        """Anomalib's component callbacks, the prompt-pool builder and the model's training length."""
+        """Anomalib's component callbacks, the prompt-pool builder, the training length and the predictions file.
+
+        The prediction writer comes after anomalib's post-processor callback: it writes post-processed values.
+        """
         callbacks = super().configure_callbacks()
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, PromptPoolCallback(), TrainingLength(self.default_max_epochs)]
+        return [*callbacks, PromptPoolCallback(), TrainingLength(self.default_max_epochs), PredictionWriter()]
 
     def prompt_pool_ready(self) -> bool:
         """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""
@@ -352,6 +363,118 @@ class PromptedAnomalyModule(AnomalibModule):
         self.retrieval_counts = (correct, total)
         self.log("retrieval_accuracy", correct / total)  # the same value on every rank
         logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
+
+    # ------------------------------------------------------------------ classes after training
+    def class_prompt_entries(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Prompt-pool entries of one class from its pre-processed normal images (the model's own prompt rule).
+
+        Args:
+            images: ``(N, 3, H, W)`` pre-processed normal images of the class.
+
+        Returns:
+            ``(keys (E, D), [prompt_i (E, *shape_i)], counts (E,))`` with ``E = slots_per_class`` entries.
+        """
+        raise NotImplementedError
+
+    @property
+    def slots_per_class(self) -> int:
+        """Prompt-pool entries per class (PNPT: one class mean; OneNIP: ``prompts_per_class`` images)."""
+        return 1
+
+    @torch.no_grad()
+    def add_class(
+        self,
+        name: str,
+        images: torch.Tensor | Sequence[str | Path] | str | Path,
+        calibration_share: float = 0.2,
+        batch_size: int = 16,
+    ) -> dict[str, Any]:
+        """Add a product class to a trained, calibrated model from normal images, without training.
+
+        The network is untouched: the class's prompt-pool entries are made from its images by the model's own
+        rule (:meth:`class_prompt_entries`), and its per-class normalisation and thresholds are calibrated on
+        held-out images of it (every ``1 / calibration_share``-th image, at least two), as validation does for
+        the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
+        it moves to the last index). Exports of the model contain the class.
+
+        Args:
+            name: Class name (what predictions report).
+            images: Normal images: ``(N, 3, H, W)`` in ``[0, 1]``, image files, or a folder of them.
+            calibration_share: Share of the images held out for calibration.
+            batch_size: Images per forward pass.
+
+        Returns:
+            ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share"}``: the last is the share of
+            the held-out images the pool retrieves as this class (1.0 unless the class looks like another).
+
+        Example:
+            >>> model.add_class("gasket", "line3/gasket/good")  # doctest: +SKIP
+        """
+        if self.post_processor.num_classes != len(self.prompt_categories) or not self.prompt_categories:
+            msg = "add_class needs a trained and calibrated model (train it, or load its checkpoint, first)."
+            raise RuntimeError(msg)
+        if name in self.prompt_categories:
+            self.remove_class(name)
+        prepared = self._prepared_images(images)
+        if len(prepared) < 3:
+            msg = f"Class '{name}': {len(prepared)} images given; at least 3 are needed (2 are held out to calibrate)."
+            raise ValueError(msg)
+        held_out = torch.zeros(len(prepared), dtype=torch.bool)
+        held_out[torch.linspace(0, len(prepared) - 1, max(2, round(calibration_share * len(prepared)))).long()] = True
+        was_training = self.training
+        self.eval()
+        device = self.device
+        keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
+        self.model.prompt_pool.append(keys, prompts, counts)
+        self.prompt_categories.append(name)
+        scores, maps, class_ids = [], [], []
+        for chunk in prepared[held_out].split(batch_size):
+            raw, ids = self.model.predict(chunk.to(device))
+            scores.append(raw.pred_score.reshape(-1))
+            maps.append(raw.anomaly_map)
+            class_ids.append(ids.reshape(-1))
+        self.post_processor.append_class(torch.cat(scores), torch.cat(maps))
+        self.train(was_training)
+        index = len(self.prompt_categories) - 1
+        retrieved = float((torch.cat(class_ids) == index).float().mean())
+        if retrieved < 1:
+            logger.warning("Class '%s': the pool retrieves only %.0f %% of its held-out images.", name, 100 * retrieved)
+        return {
+            "class": name,
+            "index": index,
+            "prompt_images": int((~held_out).sum()),
+            "calibration_images": int(held_out.sum()),
+            "retrieved_share": retrieved,
+        }
+
+    def remove_class(self, name: str) -> None:
+        """Remove a class: its prompt-pool entries and calibration; later classes move up one index.
+
+        Args:
+            name: Class name.
+        """
+        if name not in self.prompt_categories:
+            msg = f"Class '{name}' is not in the model (classes: {self.prompt_categories})."
+            raise KeyError(msg)
+        if len(self.prompt_categories) == 1:
+            msg = "Cannot remove the model's only class."
+            raise ValueError(msg)
+        index = self.prompt_categories.index(name)
+        slots = self.slots_per_class
+        self.model.prompt_pool.remove(range(index * slots, (index + 1) * slots))
+        if self.post_processor.num_classes:
+            self.post_processor.remove_class(index)
+        self.prompt_categories.pop(index)
+
+    def _prepared_images(self, images: torch.Tensor | Sequence[str | Path] | str | Path) -> torch.Tensor:
+        """Pre-processed ``(N, 3, H, W)`` images from a tensor in ``[0, 1]``, image files or a folder."""
+        if isinstance(images, torch.Tensor):
+            return self.pre_processor.transform(images)
+        from anomalib_pnpt.deploy import image_files  # checks every file before any work
+
+        files = image_files(images) if isinstance(images, str | Path) else [Path(f) for f in images]
+        tensors = [torch.from_numpy(load_rgb_array(f)).permute(2, 0, 1).float().div(255)[None] for f in files]
+        return torch.cat([self.pre_processor.transform(t) for t in tensors])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the class names of the prompt pool."""

@@ -10,10 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from anomalib.data.utils import read_image
+
+import anomalib_pnpt
+from anomalib_pnpt.prediction_writer import read_predictions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
+JSONL = "predictions.jsonl"
 # Per model: its CPU config, arguments that make it tiny, and the same model arguments for ``predict``
 # (which takes the model from the command line, not from the config).
 MODELS = {
@@ -104,6 +111,13 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
         ]
     )
     assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defects.iterdir()))
+    predicted = {Path(k).name: v for k, v in read_predictions(next((tmp_path / "predict").rglob(JSONL))).items()}
+    tested = {
+        Path(k).name: v
+        for k, v in read_predictions(next((tmp_path / "test").rglob(JSONL))).items()
+        if Path(k).parent == defects
+    }
+    assert sorted(predicted) == sorted(tested) == sorted(p.name for p in defects.iterdir())
 
     # Export from the checkpoint with anomalib's CLI; the OpenVINO model retrieves the class of a raw file.
     _run(
@@ -123,6 +137,30 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
     from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
 
     exported = next((tmp_path / "export").rglob("model.xml"))
-    prediction = MultiClassOpenVINOInferencer(exported).predict(next(defects.iterdir()))
+    # FP32 as exported: OpenVINO's CPU plugin otherwise runs it in bf16 where the CPU has AMX (~1 % on scores).
+    inferencer = MultiClassOpenVINOInferencer(exported, config={"INFERENCE_PRECISION_HINT": "f32"})
+    prediction = inferencer.predict(next(defects.iterdir()))
     assert prediction.pred_category == ["disc"]
     assert prediction.pred_label is not None and prediction.pred_mask is not None
+
+    # One answer on every path (the list): anomalib test (engine.test), anomalib predict (engine.predict
+    # on anomalib's PredictDataset), the checkpoint's forward and the OpenVINO FP32 export, image by image.
+    model = getattr(anomalib_pnpt, name).load_from_checkpoint(checkpoint).eval()
+    for path in sorted(defects.iterdir()):
+        with torch.no_grad():
+            forward = model(read_image(path, as_tensor=True)[None])
+        ov = inferencer.predict(path)
+        answers = {
+            "test": (tested[path.name]["class"], tested[path.name]["anomalous"]),
+            "predict": (predicted[path.name]["class"], predicted[path.name]["anomalous"]),
+            "forward": (model.prompt_categories[int(forward.pred_category_id)], bool(forward.pred_label)),
+            "openvino": (ov.pred_category[0], bool(np.asarray(ov.pred_label).reshape(-1)[0])),
+        }
+        assert len(set(answers.values())) == 1, (path.name, answers)
+        score = float(forward.pred_score)
+        for path_name, value in (
+            ("test", tested[path.name]["score"]),
+            ("predict", predicted[path.name]["score"]),
+            ("openvino", float(np.asarray(ov.pred_score).reshape(-1)[0])),
+        ):
+            assert value == pytest.approx(score, abs=1e-4), (path.name, path_name)

@@ -284,6 +284,33 @@ class OneNip(PromptedAnomalyModule):
             training_class_ids=torch.tensor(bank_ids, device=device),
         )
 
+    @property
+    def slots_per_class(self) -> int:
+        """``prompts_per_class`` pool entries per class."""
+        return self.model.prompts_per_class
+
+    @torch.no_grad()
+    def class_prompt_entries(
+        self, images: torch.Tensor, batch_size: int = 16
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """A new class's prompt images: the ``prompts_per_class`` closest to the class's mean key, as when building.
+
+        Args:
+            images: ``(N, 3, H, W)`` pre-processed normal images of the class.
+            batch_size: Images per backbone pass.
+
+        Returns:
+            ``(keys (k, C), [features (k, C, h, w)], counts (k,))``.
+        """
+        k = self.model.prompts_per_class
+        if len(images) < k:
+            msg = f"{len(images)} prompt images given; {k} are needed (prompts_per_class)."
+            raise ValueError(msg)
+        features = torch.cat([self.model.extract_features(chunk) for chunk in images.split(batch_size)])
+        keys = self.model.global_key(features)
+        chosen = F.cosine_similarity(keys, keys.mean(0, keepdim=True), dim=1).argsort(descending=True)[:k]
+        return keys[chosen], [features[chosen]], torch.ones(k)
+
     def prompt_pool_ready(self) -> bool:
         """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""
         return super().prompt_pool_ready() and self.model.training_prompts.numel() > 0

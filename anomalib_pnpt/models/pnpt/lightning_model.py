@@ -204,6 +204,30 @@ class Pnpt(PromptedAnomalyModule):
             raise RuntimeError(msg)
         pool.finish(reduce_across_ranks=reduce_across_ranks)
 
+    @torch.no_grad()
+    def class_prompt_entries(
+        self, images: torch.Tensor, batch_size: int = 16
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """One CS-NPP entry of a new class: its mean global coding and mean feature maps, as when building.
+
+        Args:
+            images: ``(N, 3, H, W)`` pre-processed normal images of the class.
+            batch_size: Images per backbone pass.
+
+        Returns:
+            ``(key (1, D), [prompt_i (1, *shape_i)], counts (1,))``.
+        """
+        key_sum: torch.Tensor | None = None
+        prompt_sums: list[torch.Tensor] = []
+        for chunk in images.split(batch_size):
+            features = self.model.extract_features(chunk)
+            keys = self.model.global_coding(features).sum(0, keepdim=True)
+            sums = [level.sum(0, keepdim=True) for level in features]
+            key_sum = keys if key_sum is None else key_sum + keys
+            prompt_sums = sums if not prompt_sums else [a + b for a, b in zip(prompt_sums, sums, strict=True)]
+        count = float(len(images))
+        return key_sum / count, [total / count for total in prompt_sums], torch.tensor([count])
+
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""
         del args, kwargs

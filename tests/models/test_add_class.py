@@ -1,0 +1,144 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""A class added to a trained model from normal images, without training: retrieved, calibrated, exported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from PIL import Image
+
+from tests.calibrated_models import MODELS, calibrated_model, class_images
+
+
+def _grey_images(count: int, seed: int = 5) -> torch.Tensor:
+    """A fourth kind of part: no dominant colour channel."""
+    generator = torch.Generator().manual_seed(seed)
+    return 0.35 + 0.3 * torch.rand(count, 3, 128, 128, generator=generator).mean(1, keepdim=True).expand(-1, 3, -1, -1)
+
+
+def _retrieved(model: torch.nn.Module, images: torch.Tensor) -> list[str]:
+    with torch.no_grad():
+        ids = model(images).pred_category_id
+    return [model.prompt_categories[int(i)] for i in ids]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(name: str) -> None:
+    model = calibrated_model(name)
+    known = class_images([0, 1, 2])
+    with torch.no_grad():
+        before = model(known)
+    grey = _grey_images(10)
+    summary = model.add_class("grey", grey)
+    assert summary == {
+        "class": "grey",
+        "index": 3,
+        "prompt_images": 8,
+        "calibration_images": 2,
+        "retrieved_share": 1.0,
+    }
+    assert model.prompt_categories == ["a", "b", "c", "grey"]
+    assert model.model.prompt_pool.num_classes == 4 * model.slots_per_class
+    assert model.post_processor.num_classes == 4
+    # New parts of the new class are retrieved as it ...
+    assert _retrieved(model, _grey_images(4, seed=9)) == ["grey"] * 4
+    # ... and judged by its own calibration: the statistics of the held-out images (the first and the last).
+    with torch.no_grad():
+        raw, _ = model.model.predict(model.pre_processor.transform(grey[[0, 9]]))
+    statistics = model.post_processor.class_statistics()
+    assert float(statistics["image_threshold"][3]) == pytest.approx(float(raw.pred_score.median()), rel=1e-5)
+    assert float(statistics["image_max"][3]) == pytest.approx(float(raw.pred_score.max()), rel=1e-5)
+    # The known classes keep their retrieval, scores and labels.
+    with torch.no_grad():
+        after = model(known)
+    assert torch.equal(after.pred_category_id, before.pred_category_id)
+    assert torch.allclose(after.pred_score, before.pred_score)
+    assert torch.equal(after.pred_label, before.pred_label)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_remove_then_add_back_restores_retrieval(name: str) -> None:
+    model = calibrated_model(name)
+    model.remove_class("b")
+    assert model.prompt_categories == ["a", "c"]
+    assert model.model.prompt_pool.num_classes == 2 * model.slots_per_class
+    assert model.post_processor.num_classes == 2
+    assert _retrieved(model, class_images([0, 2])) == ["a", "c"]
+    model.add_class("b", class_images([1] * 6, seed=3))
+    assert _retrieved(model, class_images([0, 1, 2], seed=4)) == ["a", "b", "c"]
+    # Replacing keeps one entry per class.
+    model.add_class("b", class_images([1] * 6, seed=6))
+    assert model.prompt_categories == ["a", "c", "b"]
+    assert model.model.prompt_pool.num_classes == 3 * model.slots_per_class
+    with pytest.raises(KeyError, match="not in the model"):
+        model.remove_class("zzz")
+
+
+def test_too_few_images_and_uncalibrated_models_fail_clearly() -> None:
+    model = calibrated_model("Pnpt")
+    with pytest.raises(ValueError, match="at least 3"):
+        model.add_class("grey", _grey_images(2))
+    cls, arguments = MODELS["Pnpt"]
+    fresh = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments)
+    with pytest.raises(RuntimeError, match="trained and calibrated"):
+        fresh.add_class("grey", _grey_images(5))
+
+
+def test_cli_adds_a_class_from_a_folder_and_the_export_contains_it(tmp_path: Path) -> None:
+    model = calibrated_model("Pnpt")
+    trainer = Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    checkpoint = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    for index, image in enumerate(_grey_images(10)):
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index:03d}.png")
+    output = tmp_path / "with_grey.ckpt"
+    result = subprocess.run(
+        [
+            *(str(Path(sys.executable).with_name("anomalib-pnpt")), "add-class", "--ckpt_path", str(checkpoint)),
+            *("--name", "grey", "--images", str(folder), "--output", str(output)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["classes"] == ["a", "b", "c", "grey"]
+    assert summary["retrieved_share"] == 1.0
+
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt import Pnpt
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    loaded = Pnpt.load_from_checkpoint(output).eval()
+    assert loaded.prompt_categories == ["a", "b", "c", "grey"]
+    exported = Engine(default_root_dir=tmp_path).export(
+        loaded, export_type="openvino", export_root=tmp_path / "export", input_size=(128, 128)
+    )
+    inferencer = MultiClassOpenVINOInferencer(exported)
+    new_part = tmp_path / "new_part.png"
+    Image.fromarray((_grey_images(1, seed=9)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(new_part)
+    prediction = inferencer.predict(new_part)
+    assert prediction.pred_category == ["grey"]
+    # The graph normalises with the new class's own statistics, as the checkpoint's forward does.
+    with torch.no_grad():
+        expected = loaded(torch.from_numpy(np.asarray(Image.open(new_part))).permute(2, 0, 1)[None].float() / 255)
+    exported_score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
+    assert exported_score == pytest.approx(float(expected.pred_score), abs=1e-4)
