@@ -38,19 +38,22 @@ def category_name(names: list[str], class_id: int | None) -> str | None:
     return names[int(class_id)]
 
 
-def caption_text(category: str | None, score: float | None, anomalous: bool | None) -> str:
-    """``"<class> | score 0.931 | ANOMALOUS"``, leaving out what is unknown.
+def caption_text(category: str | None, score: float | None, anomalous: bool | None, unknown_class: bool = False) -> str:
+    """``"<class> | score 0.931 | ANOMALOUS"``, leaving out what is not given.
 
     Args:
         category: Retrieved class name.
         score: Normalised image score.
         anomalous: The verdict (``pred_label``).
+        unknown_class: The image is of no class the model knows (``category`` is then only the nearest one).
 
     Returns:
         The caption.
     """
     parts = []
-    if category is not None:
+    if unknown_class:
+        parts.append(f"UNKNOWN CLASS (nearest: {category})")
+    elif category is not None:
         parts.append(category)
     if score is not None:
         parts.append(f"score {score:.3f}")

@@ -59,6 +59,8 @@ def read_categories(model_path: str | Path) -> list[str]:
 
 
 CLASS_OUTPUT = "pred_category_id"
+# Graph outputs beyond anomalib's four, hidden from its stock inferencers and listed again by ``read_model``.
+EXTRA_OUTPUTS = (CLASS_OUTPUT, "pred_category_similarity", "pred_unknown")
 
 
 def hide_onnx_output(path: str | Path, name: str) -> None:
@@ -107,9 +109,10 @@ def read_model(path: str | Path, core: Any = None) -> Any:
 
     model = (core or ov.Core()).read_model(str(path))
     listed = {name for output in model.outputs for name in output.get_names()}
-    if CLASS_OUTPUT not in listed:
-        with contextlib.suppress(RuntimeError):  # no such tensor: a stock anomalib export
-            model.add_outputs([CLASS_OUTPUT])
+    for name in EXTRA_OUTPUTS:
+        if name not in listed:
+            with contextlib.suppress(RuntimeError):  # no such tensor: a stock anomalib export (or an older one)
+                model.add_outputs([name])
     return model
 
 
@@ -216,6 +219,19 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
             return int(shape[2].get_length()), int(shape[3].get_length())
         return None
 
+    @staticmethod
+    def _named_outputs(predictions: Any) -> dict[str, np.ndarray]:
+        """Outputs by name; a re-listed hidden tensor's own name wins over the graph's internal ones.
+
+        A hidden output listed again may carry several names (e.g. ``view_42`` and ``pred_category_similarity``);
+        anomalib's ``post_process`` would take the first.
+        """
+        named = {}
+        for names, value in zip(predictions.names(), predictions.to_tuple(), strict=True):
+            ours = [name for name in names if name in EXTRA_OUTPUTS]
+            named[ours[0] if ours else next(iter(names))] = value
+        return named
+
     def predict(self, image: str | Path | np.ndarray | Image.Image | torch.Tensor) -> MultiClassNumpyImageBatch:
         """Score one image (a file path or an ``(H, W, 3)`` array) or a batch.
 
@@ -239,8 +255,9 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
         if size is not None and image.ndim == 3 and image.shape[-1] == 3 and tuple(image.shape[:2]) != size:
             image = _resize(image.astype(np.float32), size)
         image = self.pre_process(image)
-        outputs = self.post_process(self.model({self.input_blob.any_name: image}))
+        outputs = self._named_outputs(self.model({self.input_blob.any_name: image}))
         class_ids = outputs.pop(CLASS_OUTPUT, None)
+        similarity, unknown = outputs.pop("pred_category_similarity", None), outputs.pop("pred_unknown", None)
         names = None
         if class_ids is not None and self.categories:
             names = [self.categories[int(index)] for index in np.asarray(class_ids).reshape(-1)]
@@ -249,6 +266,8 @@ class MultiClassOpenVINOInferencer(OpenVINOInferencer):
             image_path=image_path,
             pred_category_id=class_ids,
             pred_category=names,
+            pred_category_similarity=similarity,
+            pred_unknown=unknown,
             **outputs,
         )
 
@@ -278,6 +297,7 @@ def overlay_picture(original: np.ndarray, prediction: MultiClassNumpyImageBatch,
         prediction.pred_category[index] if prediction.pred_category is not None else None,
         float(np.asarray(prediction.pred_score).reshape(-1)[index]) if prediction.pred_score is not None else None,
         bool(np.asarray(prediction.pred_label).reshape(-1)[index]) if prediction.pred_label is not None else None,
+        bool(np.asarray(prediction.pred_unknown).reshape(-1)[index]) if prediction.pred_unknown is not None else False,
     )
     return add_caption(result, text)
 
@@ -291,6 +311,10 @@ def prediction_summary(prediction: MultiClassNumpyImageBatch, index: int = 0) ->
         summary["class"] = prediction.pred_category[index]
     if prediction.pred_category_id is not None:
         summary["class_id"] = int(np.asarray(prediction.pred_category_id).reshape(-1)[index])
+    if prediction.pred_category_similarity is not None:
+        summary["class_similarity"] = float(np.asarray(prediction.pred_category_similarity).reshape(-1)[index])
+    if prediction.pred_unknown is not None:
+        summary["unknown_class"] = bool(np.asarray(prediction.pred_unknown).reshape(-1)[index])
     if prediction.pred_score is not None:
         summary["score"] = float(np.asarray(prediction.pred_score).reshape(-1)[index])
     if prediction.pred_label is not None:

@@ -50,6 +50,7 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_pnpt.distributed import gather_samples, is_distributed
+from anomalib_pnpt.unknown_class import UnknownClassBound
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ class PerClassPostProcessor(PostProcessor):
         self.per_class = per_class
         for name in CLASS_STATISTICS:
             self.register_buffer(f"class_{name}", torch.empty(0))
+        self.unknown_class = UnknownClassBound()  # fitted with the rest, on the same normal validation images
         self._normal_scores: list[torch.Tensor] = []
+        self._normal_similarities: list[torch.Tensor] = []
         self._normal_maps: list[torch.Tensor] = []
         self._normal_class_ids: list[torch.Tensor] = []
         self._normal_paths: list[str] = []
@@ -154,6 +157,7 @@ class PerClassPostProcessor(PostProcessor):
         """Start collecting this validation run's normal predictions."""
         del trainer, pl_module
         self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
+        self._normal_similarities = []
         self._skipped_anomalous = 0
 
     def on_validation_batch_end(
@@ -175,6 +179,9 @@ class PerClassPostProcessor(PostProcessor):
         self._skipped_anomalous += int((~normal).sum())
         self._normal_scores.append(scores[normal])
         self._normal_class_ids.append(class_ids[normal].long())
+        similarity = getattr(outputs, "class_similarity", None)
+        if similarity is not None:
+            self._normal_similarities.append(similarity.detach().float().cpu()[normal])
         paths = getattr(outputs, "image_path", None)
         if paths is not None:  # to drop the images a distributed sampler repeats (see _gather_from_all_ranks)
             self._normal_paths += [path for path, keep in zip(paths, normal.tolist(), strict=True) if keep]
@@ -201,8 +208,10 @@ class PerClassPostProcessor(PostProcessor):
             scores=torch.cat(self._normal_scores),
             maps=torch.cat(self._normal_maps) if self._normal_maps else None,
             num_classes=num_classes,
+            similarity=torch.cat(self._normal_similarities) if self._normal_similarities else None,
         )
         self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
+        self._normal_similarities = []
 
     def _gather_from_all_ranks(self, trainer: Trainer | None) -> None:
         """Replace this rank's collected normal predictions with those of every rank, under distributed validation.
@@ -218,11 +227,13 @@ class PerClassPostProcessor(PostProcessor):
             "score": torch.cat(self._normal_scores),
             "class_id": torch.cat(self._normal_class_ids),
             "map": torch.cat(self._normal_maps) if self._normal_maps else None,
+            "similarity": torch.cat(self._normal_similarities) if self._normal_similarities else None,
         }
         paths = self._normal_paths if len(self._normal_paths) == len(columns["score"]) else None
         merged, gathered_paths = gather_samples(trainer, columns, paths)
         self._normal_scores, self._normal_class_ids = [merged["score"]], [merged["class_id"]]
         self._normal_maps = [merged["map"]] if merged["map"] is not None else []
+        self._normal_similarities = [merged["similarity"]] if merged["similarity"] is not None else []
         self._normal_paths = gathered_paths or []
 
     def set_statistics(
@@ -231,6 +242,7 @@ class PerClassPostProcessor(PostProcessor):
         scores: torch.Tensor,
         maps: torch.Tensor | None,
         num_classes: int,
+        similarity: torch.Tensor | None = None,
     ) -> None:
         """Calibrate from the raw predictions of normal images.
 
@@ -239,6 +251,7 @@ class PerClassPostProcessor(PostProcessor):
             scores: ``(N,)`` raw image scores.
             maps: ``(N, ...)`` raw anomaly maps, or ``None`` for a classification model.
             num_classes: Size of the per-class tables (the prompt pool's class count).
+            similarity: ``(N, C)`` retrieval similarity to every class: fits the unknown-class bounds.
         """
         maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
         device = self._image_threshold.device
@@ -256,6 +269,8 @@ class PerClassPostProcessor(PostProcessor):
         table = torch.tensor(rows, device=device)
         for column, name in enumerate(CLASS_STATISTICS):
             setattr(self, f"class_{name}", table[:, column].contiguous())
+        if similarity is not None:
+            self.unknown_class.fit(class_ids, similarity)
 
     def _statistics(self, scores: torch.Tensor, maps: torch.Tensor | None) -> list[float]:
         """One class's (or all images') statistics in ``CLASS_STATISTICS`` order; NaN where they cannot be had."""
@@ -273,7 +288,13 @@ class PerClassPostProcessor(PostProcessor):
                 ]
         return values
 
-    def append_class(self, scores: torch.Tensor, maps: torch.Tensor | None) -> None:
+    def append_class(
+        self,
+        scores: torch.Tensor,
+        maps: torch.Tensor | None,
+        own_similarity: torch.Tensor | None = None,
+        other_similarity: torch.Tensor | None = None,
+    ) -> None:
         """Calibrate one more class (the last index) from raw predictions of its normal images.
 
         The global statistics stay those of the original calibration.
@@ -281,7 +302,11 @@ class PerClassPostProcessor(PostProcessor):
         Args:
             scores: ``(N,)`` raw image scores.
             maps: ``(N, ...)`` raw anomaly maps, or ``None``.
+            own_similarity: ``(N,)`` retrieval similarity of those images to the new class.
+            other_similarity: Similarities to the new class of what stands for the other classes.
         """
+        if self.unknown_class.num_classes and own_similarity is not None and other_similarity is not None:
+            self.unknown_class.append(own_similarity, other_similarity)
         maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
         row = torch.tensor(self._statistics(scores, maps), device=self._image_threshold.device)
         for column, name in enumerate(CLASS_STATISTICS):
@@ -296,6 +321,8 @@ class PerClassPostProcessor(PostProcessor):
         for name in CLASS_STATISTICS:
             table = getattr(self, f"class_{name}")
             setattr(self, f"class_{name}", torch.cat([table[:index], table[index + 1 :]]))
+        if self.unknown_class.num_classes:
+            self.unknown_class.remove(index)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The tables are sized at calibration; resize the empty buffers of a fresh instance to the checkpoint's.
@@ -329,13 +356,20 @@ class PerClassPostProcessor(PostProcessor):
         normalized = self._normalize(values, low, high, threshold)
         return normalized, normalized > normalized_threshold.to(normalized.device)
 
-    def forward(self, predictions: InferenceBatch, class_ids: torch.Tensor | None = None) -> InferenceBatch:
+    def forward(
+        self,
+        predictions: InferenceBatch,
+        class_ids: torch.Tensor | None = None,
+        unknown: torch.Tensor | None = None,
+    ) -> InferenceBatch:
         """Normalise and threshold with the statistics of each sample's retrieved class.
 
         Args:
             predictions: Raw ``pred_score`` and/or ``anomaly_map`` of a batch.
             class_ids: ``(B,)`` retrieved class of each sample; ``None`` (or ``per_class=False``, or an
                 uncalibrated processor) uses the global statistics, as anomalib's post-processor does.
+            unknown: ``(B,)`` whether each image is of an unknown class (``self.unknown_class`` decides it from
+                the retrieval similarity): labelled anomalous with score 1.
 
         Returns:
             Normalised scores and maps with labels and masks.
@@ -356,6 +390,9 @@ class PerClassPostProcessor(PostProcessor):
             anomaly_map, pred_mask = self._calibrate(
                 predictions.anomaly_map, class_ids, "pixel", self.normalized_pixel_threshold
             )
+        if unknown is not None:
+            pred_score = torch.where(unknown, torch.ones_like(pred_score), pred_score)
+            pred_label = pred_label | unknown
         if not self.enable_thresholding:
             pred_label, pred_mask = None, None
         return InferenceBatch(
@@ -368,7 +405,13 @@ class PerClassPostProcessor(PostProcessor):
         if class_ids is None or not self.per_class or self.num_classes == 0:
             super().post_process_batch(batch)
             return
-        result = self.forward(InferenceBatch(pred_score=batch.pred_score, anomaly_map=batch.anomaly_map), class_ids)
+        raw = InferenceBatch(pred_score=batch.pred_score, anomaly_map=batch.anomaly_map)
+        similarity = getattr(batch, "class_similarity", None)
+        unknown = None
+        if similarity is not None:  # reported with the batch, as forward reports them
+            batch.pred_category_similarity, unknown = self.unknown_class(class_ids, similarity)
+            batch.pred_unknown = unknown
+        result = self.forward(raw, class_ids, unknown)
         batch.pred_score = result.pred_score
         batch.anomaly_map = result.anomaly_map
         if self.enable_thresholding:

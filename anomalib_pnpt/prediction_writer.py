@@ -9,7 +9,8 @@ the CLI's answers with the exported model's. This callback (registered by the mo
 ``predictions.jsonl`` into the run's folder (the trainer's ``default_root_dir``), one line per image, after
 the per-class post-processing::
 
-    {"image_path": ".../000.png", "class": "bottle", "score": 0.93, "anomalous": true}
+    {"image_path": ".../000.png", "class": "bottle", "class_id": 0, "class_similarity": 0.97,
+     "unknown_class": false, "score": 0.93, "anomalous": true}
 
 The file is rewritten at the start of each test or predict run.
 
@@ -73,12 +74,20 @@ class PredictionWriter(Callback):
         labels = batch.pred_label.reshape(-1).tolist() if batch.pred_label is not None else [None] * len(scores)
         class_ids = batch.pred_category_id.reshape(-1).tolist()
         paths = batch.image_path if batch.image_path is not None else [None] * len(scores)
+        similarity = getattr(batch, "pred_category_similarity", None)
+        similarity = similarity.reshape(-1).tolist() if similarity is not None else [None] * len(scores)
+        unknown = getattr(batch, "pred_unknown", None)
+        unknown = unknown.reshape(-1).tolist() if unknown is not None else [None] * len(scores)
         with self._path(trainer).open("a") as file:
-            for path, class_id, score, label in zip(paths, class_ids, scores, labels, strict=True):
+            for path, class_id, score, label, close, stranger in zip(
+                paths, class_ids, scores, labels, similarity, unknown, strict=True
+            ):
                 line = {
                     "image_path": path,
                     "class": category_name(pl_module.prompt_categories, class_id),
                     "class_id": int(class_id),
+                    "class_similarity": close,
+                    "unknown_class": stranger,
                     "score": float(score),
                     "anomalous": None if label is None else bool(label),
                 }

@@ -195,6 +195,22 @@ class PromptPool(nn.Module):
         class_ids = similarity.argmax(dim=-1)
         return class_ids, [buffer[class_ids] for buffer in self.prompts]
 
+    def class_similarity(self, keys: torch.Tensor, entries_per_class: int = 1) -> torch.Tensor:
+        """Cosine similarity of every query to every class: its most similar entry of that class.
+
+        Retrieval picks the class of the most similar entry; how similar that is tells whether the image is of a
+        class the pool knows at all (see ``PerClassPostProcessor``'s unknown-class bound).
+
+        Args:
+            keys: ``(B, D)`` query keys.
+            entries_per_class: Consecutive entries per class (OneNIP: its prompt images per class).
+
+        Returns:
+            ``(B, C)`` similarities.
+        """
+        similarity = F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
+        return similarity.unflatten(1, (-1, entries_per_class)).amax(dim=-1)
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
         for name, buffer in list(self._buffers.items()):

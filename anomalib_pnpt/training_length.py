@@ -19,9 +19,8 @@ Two things the trainer alone gets wrong for these models:
 
 Example:
     >>> from lightning.pytorch import Trainer
-    >>> trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    >>> trainer.max_epochs  # Lightning's fallback
-    1000
+    >>> # Lightning sets its fallback of 1000 when fitting starts without a length; the callback sees that.
+    >>> trainer = Trainer(max_epochs=1000, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     >>> TrainingLength(default_max_epochs=300).setup(trainer, None, stage="fit")
     >>> trainer.max_epochs
     300

@@ -74,8 +74,12 @@ class MultiClassImageVisualizer(ImageVisualizer):
                 continue
             category = category_name(names, _value(batch, "pred_category_id", index))
             score, label = _value(batch, "pred_score", index), _value(batch, "pred_label", index)
+            unknown = _value(batch, "pred_unknown", index)
             text = caption_text(
-                category, None if score is None else float(score), None if label is None else bool(label)
+                category,
+                None if score is None else float(score),
+                None if label is None else bool(label),
+                bool(unknown) if unknown is not None else False,
             )
             filename = generate_output_filename(
                 input_path=item.image_path or "",

@@ -159,7 +159,7 @@ def torch_outputs(model: PromptedAnomalyModule, datamodule: MultiClassMVTecAD) -
     model.eval()
     rows: dict[str, list] = {key: [] for key in ("raw_score", "raw_map", "class_id", "label", "mask", "truth")}
     for batch in datamodule.test_dataloader():
-        raw, class_ids = model.model.predict(model.pre_processor(batch.image))
+        raw, class_ids, _ = model.model.predict(model.pre_processor(batch.image))
         rows["raw_score"].append(raw.pred_score.reshape(-1))
         rows["raw_map"].append(raw.anomaly_map.reshape(len(batch.gt_label), *raw.anomaly_map.shape[-2:]))
         rows["class_id"].append(class_ids)

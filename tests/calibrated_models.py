@@ -42,7 +42,9 @@ def calibrated_model(name: str) -> torch.nn.Module:
     # Calibrate the per-class post-processor (as validation would) at the median, so that the exported
     # graph's per-class normalisation and thresholding produce both labels.
     with torch.no_grad():
-        raw, class_ids = model.model.predict(images)
+        raw, class_ids, similarity = model.model.predict(images)
     model.post_processor.image_quantile = model.post_processor.pixel_quantile = 0.5
-    model.post_processor.set_statistics(class_ids, raw.pred_score, raw.anomaly_map, num_classes=3)
+    model.post_processor.set_statistics(
+        class_ids, raw.pred_score, raw.anomaly_map, num_classes=3, similarity=similarity
+    )
     return model

@@ -51,6 +51,8 @@ class MultiClassNumpyImageBatch(NumpyImageBatch):
     category_id: np.ndarray | None = None
     pred_category_id: np.ndarray | None = None
     pred_category: list[str] | None = None
+    pred_category_similarity: np.ndarray | None = None
+    pred_unknown: np.ndarray | None = None
 
 
 @dataclass
@@ -86,6 +88,8 @@ class MultiClassInferenceBatch(InferenceBatch):
         anomaly_map: Anomaly maps.
         pred_mask: Predicted masks.
         pred_category_id: Retrieved class index of every image.
+        pred_category_similarity: Retrieval similarity of every image to its retrieved class.
+        pred_unknown: Whether that similarity is below the class's bound (an unknown product).
 
     Example:
         >>> batch = MultiClassInferenceBatch(torch.zeros(2), pred_category_id=torch.tensor([1, 0]))
@@ -100,10 +104,14 @@ class MultiClassInferenceBatch(InferenceBatch):
         anomaly_map: torch.Tensor | None = None,
         pred_mask: torch.Tensor | None = None,
         pred_category_id: torch.Tensor | None = None,
+        pred_category_similarity: torch.Tensor | None = None,
+        pred_unknown: torch.Tensor | None = None,
     ) -> MultiClassInferenceBatch:
-        """Build the tuple of anomalib's fields and attach the retrieved class."""
+        """Build the tuple of anomalib's fields and attach the retrieved class and the unknown-class decision."""
         batch = super().__new__(cls, pred_score, pred_label, anomaly_map, pred_mask)
         batch.pred_category_id = pred_category_id
+        batch.pred_category_similarity = pred_category_similarity
+        batch.pred_unknown = pred_unknown
         return batch
 
 
@@ -115,3 +123,5 @@ class MultiClassGraphOutputs(NamedTuple):
     anomaly_map: torch.Tensor | None = None
     pred_mask: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
+    pred_category_similarity: torch.Tensor | None = None
+    pred_unknown: torch.Tensor | None = None

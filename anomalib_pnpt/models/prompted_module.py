@@ -18,7 +18,7 @@ that name, but hidden from the graph's outputs, so anomalib's stock inferencers 
 :func:`anomalib_pnpt.deploy.read_model` exposes it again.
 
 A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
-(InferenceBatch, class_ids)``) and implements ``build_prompt_pool`` and ``training_step``.
+(InferenceBatch, class_ids, class_similarity)``) and implements ``build_prompt_pool`` and ``training_step``.
 """
 
 from __future__ import annotations
@@ -156,14 +156,17 @@ class PromptedAnomalyModule(AnomalibModule):
         # ``TorchInferencer``'s outputs convert to numpy. Tracing for export keeps the graph free of the switch.
         with nullcontext() if self._tracing_graph else torch.no_grad():
             images = self.pre_processor(batch) if self.pre_processor else batch
-            predictions, class_ids = self.model.predict(images)
+            predictions, class_ids, class_similarity = self.model.predict(images)
+            similarity, unknown = None, None
             if isinstance(self.post_processor, PerClassPostProcessor):
-                predictions = self.post_processor(predictions, class_ids)
+                similarity, unknown = self.post_processor.unknown_class(class_ids, class_similarity)
+                predictions = self.post_processor(predictions, class_ids, unknown)
             elif self.post_processor:
                 predictions = self.post_processor(predictions)
-        if self._tracing_graph:  # the class becomes a named graph output (then hidden, see ``to_onnx``)
-            return MultiClassGraphOutputs(*predictions, pred_category_id=class_ids)
-        return MultiClassInferenceBatch(*predictions, pred_category_id=class_ids)
+        extra = {"pred_category_id": class_ids, "pred_category_similarity": similarity, "pred_unknown": unknown}
+        if self._tracing_graph:  # named graph outputs (then hidden from stock inferencers, see ``to_onnx``)
+            return MultiClassGraphOutputs(*predictions, **extra)
+        return MultiClassInferenceBatch(*predictions, **extra)
 
     def to_torch(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
         """Export to a torch ``.pt`` as anomalib does, plus ``categories.json`` beside it."""
@@ -180,14 +183,19 @@ class PromptedAnomalyModule(AnomalibModule):
         sees anomalib's four. ``anomalib_pnpt.deploy.read_model`` lists it as an output again. anomalib's
         ``to_openvino`` converts this ONNX file, so the OpenVINO export is the same graph.
         """
-        from anomalib_pnpt.deploy import CLASS_OUTPUT, hide_onnx_output
+        from anomalib_pnpt.deploy import EXTRA_OUTPUTS, hide_onnx_output
 
         self._tracing_graph = True
         try:
             path = super().to_onnx(export_root, *args, **kwargs)
         finally:
             self._tracing_graph = False
-        hide_onnx_output(path, CLASS_OUTPUT)
+        import onnx
+
+        outputs = {output.name for output in onnx.load(str(path)).graph.output}
+        for name in EXTRA_OUTPUTS:
+            if name in outputs:
+                hide_onnx_output(path, name)
         self._write_categories(path)
         return path
 
@@ -296,8 +304,8 @@ class PromptedAnomalyModule(AnomalibModule):
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Predict scores, maps and retrieved classes (the post-processor calibrates each class on them)."""
         del args, kwargs
-        predictions, class_ids = self.model.predict(batch.image)
-        return self._with_predictions(batch, predictions, class_ids)
+        predictions, class_ids, similarity = self.model.predict(batch.image)
+        return self._with_predictions(batch, predictions, class_ids, similarity)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:
         """Raw predictions with the retrieved class, as in validation and test.
@@ -306,15 +314,16 @@ class PromptedAnomalyModule(AnomalibModule):
         global threshold; with it they decide per class like ``forward`` and the export.
         """
         del batch_idx, dataloader_idx
-        predictions, class_ids = self.model.predict(batch.image)
-        return self._with_predictions(batch, predictions, class_ids)
+        predictions, class_ids, similarity = self.model.predict(batch.image)
+        return self._with_predictions(batch, predictions, class_ids, similarity)
 
     @staticmethod
-    def _with_predictions(batch: Batch, predictions: Any, class_ids: torch.Tensor) -> Batch:
-        """The batch with raw scores and maps, and the retrieved class as ``pred_category_id``."""
+    def _with_predictions(batch: Batch, predictions: Any, class_ids: torch.Tensor, similarity: torch.Tensor) -> Batch:
+        """The batch with raw scores, maps, retrieved class and ``(B, C)`` class similarity (for the post-processor)."""
         batch = batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
-        # Stock anomalib batches have no such field; an attribute still reaches the post-processor.
+        # Stock anomalib batches have no such fields; attributes still reach the post-processor.
         batch.pred_category_id = class_ids
+        batch.class_similarity = similarity
         return batch
 
     def on_test_start(self) -> None:
@@ -325,13 +334,13 @@ class PromptedAnomalyModule(AnomalibModule):
     def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Predict, and record whether the retrieved class is the sample's class."""
         del args, kwargs
-        predictions, class_ids = self.model.predict(batch.image)
+        predictions, class_ids, similarity = self.model.predict(batch.image)
         hits = self._retrieval_outcome(batch, class_ids)
         if hits is not None:
             self._retrieval_hits.append(hits)
             paths = getattr(batch, "image_path", None)
             self._retrieval_paths += list(paths) if paths is not None else [None] * len(hits)
-        return self._with_predictions(batch, predictions, class_ids)
+        return self._with_predictions(batch, predictions, class_ids, similarity)
 
     def _retrieval_outcome(self, batch: Batch, class_ids: torch.Tensor) -> torch.Tensor | None:
         """Per image: is the retrieved class the image's class? ``None`` without labels or with one class.
@@ -427,15 +436,20 @@ class PromptedAnomalyModule(AnomalibModule):
         keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
         self.model.prompt_pool.append(keys, prompts, counts)
         self.prompt_categories.append(name)
-        scores, maps, class_ids = [], [], []
+        index = len(self.prompt_categories) - 1
+        scores, maps, class_ids, own = [], [], [], []
         for chunk in prepared[held_out].split(batch_size):
-            raw, ids = self.model.predict(chunk.to(device))
+            raw, ids, similarity = self.model.predict(chunk.to(device))
             scores.append(raw.pred_score.reshape(-1))
             maps.append(raw.anomaly_map)
             class_ids.append(ids.reshape(-1))
-        self.post_processor.append_class(torch.cat(scores), torch.cat(maps))
+            own.append(similarity[:, index])
+        # The unknown-class bound needs how close other classes come to the new one; their validation images
+        # are not at hand, so their pool keys (class means / prompt images) stand for them.
+        pool, slots = self.model.prompt_pool, self.slots_per_class
+        others = pool.class_similarity(pool.keys[: index * slots], slots)[:, index]
+        self.post_processor.append_class(torch.cat(scores), torch.cat(maps), torch.cat(own), others)
         self.train(was_training)
-        index = len(self.prompt_categories) - 1
         retrieved = float((torch.cat(class_ids) == index).float().mean())
         if retrieved < 1:
             logger.warning("Class '%s': the pool retrieves only %.0f %% of its held-out images.", name, 100 * retrieved)

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""A class added to a trained model from normal images, without training: retrieved, calibrated, exported."""
+"""A class added to a trained model from normal images, without training; an unknown product flagged until then."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
     assert _retrieved(model, _grey_images(4, seed=9)) == ["grey"] * 4
     # ... and judged by its own calibration: the statistics of the held-out images (the first and the last).
     with torch.no_grad():
-        raw, _ = model.model.predict(model.pre_processor.transform(grey[[0, 9]]))
+        raw, *_ = model.model.predict(model.pre_processor.transform(grey[[0, 9]]))
     statistics = model.post_processor.class_statistics()
     assert float(statistics["image_threshold"][3]) == pytest.approx(float(raw.pred_score.median()), rel=1e-5)
     assert float(statistics["image_max"][3]) == pytest.approx(float(raw.pred_score.max()), rel=1e-5)
@@ -142,3 +143,44 @@ def test_cli_adds_a_class_from_a_folder_and_the_export_contains_it(tmp_path: Pat
         expected = loaded(torch.from_numpy(np.asarray(Image.open(new_part))).permute(2, 0, 1)[None].float() / 255)
     exported_score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
     assert exported_score == pytest.approx(float(expected.pred_score), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_an_unknown_product_is_flagged_until_its_class_is_added(name: str) -> None:
+    model = calibrated_model(name)  # calibrated on validation-like images of a, b, c: bounds fitted there
+    with torch.no_grad():
+        known, stranger = model(class_images([0, 1, 2], seed=4)), model(_grey_images(4, seed=9))
+    assert not known.pred_unknown.any()
+    assert stranger.pred_unknown.all()
+    assert stranger.pred_label.all() and bool((stranger.pred_score == 1).all())  # a line must stop
+    model.add_class("grey", _grey_images(10))
+    with torch.no_grad():
+        now = model(_grey_images(4, seed=9))
+    assert not now.pred_unknown.any()
+    assert [model.prompt_categories[int(i)] for i in now.pred_category_id] == ["grey"] * 4
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_exports_give_the_same_unknown_class_decision(
+    name: str, openvino_export: Callable[[str], tuple[torch.nn.Module, Path]]
+) -> None:
+    from anomalib.deploy import OpenVINOInferencer
+
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    model, path = openvino_export(name)
+    images = torch.cat([class_images([0, 1, 2], seed=4), _grey_images(2, seed=9)])
+    with torch.no_grad():
+        expected = model(images)
+    assert expected.pred_unknown.tolist() == [False, False, False, True, True]
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    ours, stock = MultiClassOpenVINOInferencer(path, config=config), OpenVINOInferencer(path, config=config)
+    for index, image in enumerate(images):
+        array = image.permute(1, 2, 0).numpy()
+        prediction = ours.predict(array)
+        assert bool(prediction.pred_unknown.reshape(-1)[0]) == bool(expected.pred_unknown[index])
+        assert float(prediction.pred_category_similarity.reshape(-1)[0]) == pytest.approx(
+            float(expected.pred_category_similarity[index]), abs=1e-5
+        )
+        # anomalib's own inferencer sees the decision where it matters: the label.
+        assert bool(np.asarray(stock.predict(array).pred_label).reshape(-1)[0]) == bool(expected.pred_label[index])

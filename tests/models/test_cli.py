@@ -134,27 +134,46 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
             str(tmp_path / "export"),
         ]
     )
+    _run(
+        [
+            "export",
+            "--model",
+            f"anomalib_pnpt.{name}",
+            *model_args,
+            "--ckpt_path",
+            str(checkpoint),
+            "--export_type",
+            "onnx",
+            "--default_root_dir",
+            str(tmp_path / "export_onnx"),
+        ]
+    )
     from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
 
     exported = next((tmp_path / "export").rglob("model.xml"))
     # FP32 as exported: OpenVINO's CPU plugin otherwise runs it in bf16 where the CPU has AMX (~1 % on scores).
     inferencer = MultiClassOpenVINOInferencer(exported, config={"INFERENCE_PRECISION_HINT": "f32"})
+    # The ONNX file, run as it is (OpenVINO reads ONNX; the class output is listed again as for the IR).
+    onnx = MultiClassOpenVINOInferencer(
+        next((tmp_path / "export_onnx").rglob("model.onnx")), config={"INFERENCE_PRECISION_HINT": "f32"}
+    )
     prediction = inferencer.predict(next(defects.iterdir()))
     assert prediction.pred_category == ["disc"]
     assert prediction.pred_label is not None and prediction.pred_mask is not None
 
-    # One answer on every path (the list): anomalib test (engine.test), anomalib predict (engine.predict
-    # on anomalib's PredictDataset), the checkpoint's forward and the OpenVINO FP32 export, image by image.
+    # One answer on every path: anomalib test (engine.test), anomalib predict (engine.predict on anomalib's
+    # PredictDataset), the checkpoint's forward, the ONNX export and the OpenVINO FP32 export, image by image.
     model = getattr(anomalib_pnpt, name).load_from_checkpoint(checkpoint).eval()
     for path in sorted(defects.iterdir()):
         with torch.no_grad():
             forward = model(read_image(path, as_tensor=True)[None])
-        ov = inferencer.predict(path)
+        ov, from_onnx = inferencer.predict(path), onnx.predict(path)
         answers = {
             "test": (tested[path.name]["class"], tested[path.name]["anomalous"]),
             "predict": (predicted[path.name]["class"], predicted[path.name]["anomalous"]),
             "forward": (model.prompt_categories[int(forward.pred_category_id)], bool(forward.pred_label)),
             "openvino": (ov.pred_category[0], bool(np.asarray(ov.pred_label).reshape(-1)[0])),
+            "onnx": (from_onnx.pred_category[0], bool(np.asarray(from_onnx.pred_label).reshape(-1)[0])),
         }
         assert len(set(answers.values())) == 1, (path.name, answers)
         score = float(forward.pred_score)
@@ -162,5 +181,6 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
             ("test", tested[path.name]["score"]),
             ("predict", predicted[path.name]["score"]),
             ("openvino", float(np.asarray(ov.pred_score).reshape(-1)[0])),
+            ("onnx", float(np.asarray(from_onnx.pred_score).reshape(-1)[0])),
         ):
             assert value == pytest.approx(score, abs=1e-4), (path.name, path_name)

@@ -314,14 +314,19 @@ class OneNipModel(nn.Module):
         class_ids, prompts = self.retrieve_prompts(features)
         return class_ids, (None if self.prompt_mode == "none" else prompts)
 
-    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor]:
-        """Anomaly map, image score and the retrieved class of every image."""
+    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor]:
+        """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
+
+        Returns:
+            ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
+        """
         features = self.extract_features(images)
         class_ids, prompts = self.inference_prompts(features)
+        similarity = self.prompt_pool.class_similarity(self.global_key(features), self.prompts_per_class)
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""

@@ -175,15 +175,20 @@ class PnptModel(nn.Module):
         prior_reconstruction, self_reconstruction = self.reconstruct(features, prior)
         return self.loss(features, prior_reconstruction, self_reconstruction)
 
-    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor]:
-        """Anomaly map, image score and the retrieved class index of every image."""
+    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor]:
+        """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
+
+        Returns:
+            ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
+        """
         features = self.extract_features(images)
         class_ids, prior = self.retrieve_prior(features)
+        similarity = self.prompt_pool.class_similarity(self.global_coding(features))
         prior_reconstruction, self_reconstruction = self.reconstruct(features, prior if self.use_prior else None)
         anomaly_map, score = self.anomaly_map_generator(
             features, prior_reconstruction, self_reconstruction, image_size=images.shape[-2:]
         )
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 
     def forward(self, images: torch.Tensor) -> InferenceBatch | torch.Tensor:
         """Training: the reconstruction loss; eval: ``InferenceBatch(pred_score, anomaly_map)``."""

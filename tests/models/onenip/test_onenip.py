@@ -101,7 +101,7 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
     for index, category in enumerate(datamodule.categories):
         for path in sorted((demo_root / category / "test").rglob("*.png")):
             images = model.pre_processor.transform(load_image_tensor(path))
-            _, class_ids = model.model.predict(images)
+            _, class_ids, _ = model.model.predict(images)
             assert int(class_ids) == index, path
 
 
@@ -193,7 +193,7 @@ def test_ablation_switches_take_their_component_out(switch: dict) -> None:
     model.eval()
     net = model.model
     with torch.no_grad():
-        output, _ = net.predict(images)
+        output, *_ = net.predict(images)
         # The refiner's map is in the anomaly map exactly when the refiner is on.
         features = net.extract_features(images)
         reconstruction = net.reconstruct(features, net.inference_prompts(features)[1])
@@ -202,7 +202,7 @@ def test_ablation_switches_take_their_component_out(switch: dict) -> None:
         # The prompt reaches the map unless prompt_mode is "none" (the class is still retrieved by the keys).
         for prompt in net.prompt_pool.prompts:
             prompt.add_(torch.randn_like(prompt))
-        perturbed, _ = net.predict(images)
+        perturbed, *_ = net.predict(images)
     assert (not torch.allclose(output.anomaly_map, perturbed.anomaly_map)) == (switch.get("prompt_mode") != "none")
     # every pool slot's own prompt retrieves that slot's class
     prompts = net.prompt_pool.prompts[0]

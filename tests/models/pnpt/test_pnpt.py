@@ -62,7 +62,7 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
     for index, category in enumerate(datamodule.categories):
         for path in sorted((demo_root / category / "test").rglob("*.png")):
             images = model.pre_processor.transform(load_image_tensor(path))
-            _, class_ids = model.model.predict(images)
+            _, class_ids, _ = model.model.predict(images)
             assert int(class_ids) == index, path
 
 
