@@ -13,9 +13,11 @@ Post-processing is per class (:class:`~anomalib_pnpt.per_class_calibration.PerCl
 prediction carries the retrieved class (``pred_category_id``), validation calibrates each class's
 normalisation and thresholds on its normal images, and ``forward`` -- the graph anomalib exports --
 returns a :class:`~anomalib_pnpt.data.items.MultiClassInferenceBatch`: anomalib's four outputs, calibrated
-with the retrieved class, and that class as ``pred_category_id``. Exports keep the class in the graph, under
-that name, but hidden from the graph's outputs, so anomalib's stock inferencers run them unchanged;
-:func:`anomalib_pnpt.deploy.read_model` exposes it again.
+with the retrieved class, that class as ``pred_category_id``, its retrieval similarity and whether the image
+is of an unknown class (:mod:`anomalib_pnpt.unknown_class`; labelled anomalous). Exports keep these in the
+graph, under those names, but hidden from the graph's outputs, so anomalib's stock inferencers run them
+unchanged; :func:`anomalib_pnpt.deploy.read_model` exposes them again. Classes can be added to and removed
+from a trained model (``add_class`` / ``remove_class``).
 
 A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
 (InferenceBatch, class_ids, class_similarity)``) and implements ``build_prompt_pool`` and ``training_step``.
@@ -177,11 +179,12 @@ class PromptedAnomalyModule(AnomalibModule):
     def to_onnx(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
         """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes).
 
-        The graph is traced with the retrieved class as a fifth output named ``pred_category_id``, which is
-        then removed from the graph's output list: the tensor stays (the per-class calibration reads it), and
-        anomalib's stock ``OpenVINOInferencer``, which turns every output into a ``NumpyImageBatch`` field,
-        sees anomalib's four. ``anomalib_pnpt.deploy.read_model`` lists it as an output again. anomalib's
-        ``to_openvino`` converts this ONNX file, so the OpenVINO export is the same graph.
+        The graph is traced with three more outputs: the retrieved class ``pred_category_id``, its similarity
+        ``pred_category_similarity`` and the unknown-class flag ``pred_unknown``. They are then removed from the
+        graph's output list: the tensors stay (the calibration and the labels read them), and anomalib's stock
+        ``OpenVINOInferencer``, which turns every output into a ``NumpyImageBatch`` field, sees anomalib's four.
+        ``anomalib_pnpt.deploy.read_model`` lists them as outputs again. anomalib's ``to_openvino`` converts
+        this ONNX file, so the OpenVINO export is the same graph.
         """
         from anomalib_pnpt.deploy import EXTRA_OUTPUTS, hide_onnx_output
 
