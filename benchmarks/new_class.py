@@ -14,6 +14,10 @@ Usage:
         [--output benchmarks/results/new_class_pnpt_cpu]
 
 The root ``$DEMO`` is the embedded demo dataset (written to a temporary folder).
+
+With ``--checkpoint`` nothing is trained: each class is removed from that trained model and added back from its
+training images. The network then has seen the class, so this measures what adding costs and what a prompt made
+after training gives against the one made at training time, not how the network generalises to a new product.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from anomalib.engine import Engine
 
 import anomalib_pnpt
 from anomalib_pnpt.benchmarking.invocation import command_line, data_root
+from anomalib_pnpt.class_commands import load_checkpoint_model
 from anomalib_pnpt.data import MultiClassMVTecAD, make_demo_dataset
 
 METRIC_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AP", "PRO")
@@ -76,19 +81,31 @@ def main() -> int:
     parser.add_argument("--classes", default=None, help="comma-separated classes (default: all under the root)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's trainer.max_epochs")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="remove and re-add classes of this model")
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
     epochs = args.epochs or int(config.get("trainer", {}).get("max_epochs", 1))
+    if args.checkpoint is not None:
+        epochs = 0
     with tempfile.TemporaryDirectory() as work:
         root = make_demo_dataset(Path(work) / "demo") if args.root == "$DEMO" else Path(args.root)
         classes = args.classes.split(",") if args.classes else sorted(p.name for p in root.iterdir() if p.is_dir())
         rows: list[dict[str, Any]] = []
-        reference, engine = _train(config, root, classes, epochs, Path(work) / "all")
+        if args.checkpoint is not None:
+            reference = load_checkpoint_model(args.checkpoint)[0]
+            engine = Engine(accelerator="cpu", default_root_dir=Path(work) / "all", logger=False)
+        else:
+            reference, engine = _train(config, root, classes, epochs, Path(work) / "all")
         for category, metrics in _test(reference, engine, root, classes).items():
             rows.append({"model": "all classes", "left_out": None, "category": category, **metrics})
         for left_out in classes:
             others = [c for c in classes if c != left_out]
-            model, engine = _train(config, root, others, epochs, Path(work) / f"without_{left_out}")
+            if args.checkpoint is not None:
+                model = load_checkpoint_model(args.checkpoint)[0]
+                model.remove_class(left_out)
+                engine = Engine(accelerator="cpu", default_root_dir=Path(work) / f"without_{left_out}", logger=False)
+            else:
+                model, engine = _train(config, root, others, epochs, Path(work) / f"without_{left_out}")
             start = time.perf_counter()
             summary = model.add_class(left_out, root / left_out / "train" / "good")
             seconds = time.perf_counter() - start
@@ -97,7 +114,7 @@ def main() -> int:
                 added = category == left_out
                 rows.append(
                     {
-                        "model": "left out, then added",
+                        "model": "removed, then added" if args.checkpoint is not None else "left out, then added",
                         "left_out": left_out,
                         "category": category,
                         **metrics,
@@ -126,7 +143,9 @@ def main() -> int:
         "# A class added after training (leave one class out)",
         "",
         f"Command: `{command_line()}`  ",
-        f"Model: `{args.config}` init_args, {epochs} epoch(s); data `{args.root}`, classes {classes}.",
+        f"Model: `{args.checkpoint or args.config}`"
+        + ("" if args.checkpoint else f" init_args, {epochs} epoch(s)")
+        + f"; data `{args.root}`, classes {classes}.",
         "",
         comparison.round(4).to_markdown(),
         "",
