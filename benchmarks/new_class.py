@@ -140,7 +140,9 @@ def main() -> int:
         }
     )
     lines = [
-        "# A class added after training (leave one class out)",
+        "# A class added after training ("
+        + ("removed from a trained model, then added back" if args.checkpoint else "leave one class out")
+        + ")",
         "",
         f"Command: `{command_line()}`  ",
         f"Model: `{args.checkpoint or args.config}`"
