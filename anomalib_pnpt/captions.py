@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 from PIL import Image, ImageDraw, ImageFont
 
 _MARGIN = 4
@@ -36,6 +38,48 @@ def category_name(names: list[str], class_id: int | None) -> str | None:
     if class_id is None or not 0 <= int(class_id) < len(names):
         return None
     return names[int(class_id)]
+
+
+def batch_decisions(batch: Any, names: list[str]) -> list[dict[str, Any]]:
+    """Per image of a post-processed batch, what was decided: class, similarity, unknown flag, score, verdict.
+
+    One reading of the batch for everything that reports decisions (the captions of
+    ``visualizer.MultiClassImageVisualizer`` and the lines of ``prediction_writer.PredictionWriter``); a field the
+    batch lacks gives ``None``.
+
+    Args:
+        batch: Post-processed test / predict batch (``pred_score``, ``pred_label``, and the attributes the models'
+            steps and post-processor attach: ``pred_category_id``, ``pred_category_similarity``, ``pred_unknown``).
+        names: The model's class names (``prompt_categories``).
+
+    Returns:
+        ``[{"class", "class_id", "class_similarity", "unknown_class", "score", "anomalous"}, ...]``.
+    """
+    size = len(batch)
+
+    def column(name: str, convert: type) -> list[Any]:
+        values = getattr(batch, name, None)
+        return [None] * size if values is None else [convert(value) for value in values.reshape(-1).tolist()]
+
+    rows = zip(
+        column("pred_category_id", int),
+        column("pred_category_similarity", float),
+        column("pred_unknown", bool),
+        column("pred_score", float),
+        column("pred_label", bool),
+        strict=True,
+    )
+    return [
+        {
+            "class": category_name(names, class_id),
+            "class_id": class_id,
+            "class_similarity": similarity,
+            "unknown_class": unknown,
+            "score": score,
+            "anomalous": label,
+        }
+        for class_id, similarity, unknown, score, label in rows
+    ]
 
 
 def caption_text(category: str | None, score: float | None, anomalous: bool | None, unknown_class: bool = False) -> str:

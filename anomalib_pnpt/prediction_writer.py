@@ -28,7 +28,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_pnpt.captions import category_name
+from anomalib_pnpt.captions import batch_decisions
 
 
 class PredictionWriter(Callback):
@@ -70,27 +70,11 @@ class PredictionWriter(Callback):
     ) -> None:
         """Append one line per image of the post-processed batch."""
         del outputs, batch_idx, dataloader_idx
-        scores = batch.pred_score.reshape(-1).tolist()
-        labels = batch.pred_label.reshape(-1).tolist() if batch.pred_label is not None else [None] * len(scores)
-        class_ids = batch.pred_category_id.reshape(-1).tolist()
-        paths = batch.image_path if batch.image_path is not None else [None] * len(scores)
-        similarity = getattr(batch, "pred_category_similarity", None)
-        similarity = similarity.reshape(-1).tolist() if similarity is not None else [None] * len(scores)
-        unknown = getattr(batch, "pred_unknown", None)
-        unknown = unknown.reshape(-1).tolist() if unknown is not None else [None] * len(scores)
+        paths = batch.image_path if batch.image_path is not None else [None] * len(batch)
+        decisions = batch_decisions(batch, list(pl_module.prompt_categories))
         with self._path(trainer).open("a") as file:
-            for path, class_id, score, label, close, stranger in zip(
-                paths, class_ids, scores, labels, similarity, unknown, strict=True
-            ):
-                line = {
-                    "image_path": path,
-                    "class": category_name(pl_module.prompt_categories, class_id),
-                    "class_id": int(class_id),
-                    "class_similarity": close,
-                    "unknown_class": stranger,
-                    "score": float(score),
-                    "anomalous": None if label is None else bool(label),
-                }
+            for path, decision in zip(paths, decisions, strict=True):
+                line = {"image_path": path, **decision}
                 file.write(json.dumps(line) + "\n")
 
     def on_predict_batch_end(

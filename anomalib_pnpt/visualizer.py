@@ -21,22 +21,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.item_visualizer import visualize_image_item
 from lightning.pytorch import LightningModule, Trainer
 
-from anomalib_pnpt.captions import add_caption, caption_text, category_name
-
-
-def _value(batch: Any, name: str, index: int) -> Any:
-    """Item ``index`` of a batch field as a Python value, ``None`` when the batch has no such field."""
-    values = getattr(batch, name, None)
-    if values is None:
-        return None
-    values = values.reshape(-1) if isinstance(values, torch.Tensor) else values
-    return values[index].item() if isinstance(values, torch.Tensor) else values[index]
+from anomalib_pnpt.captions import add_caption, batch_decisions, caption_text
 
 
 class MultiClassImageVisualizer(ImageVisualizer):
@@ -58,9 +48,9 @@ class MultiClassImageVisualizer(ImageVisualizer):
         del outputs, batch_idx, dataloader_idx
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
-        names = list(pl_module.prompt_categories)
         datamodule = trainer.datamodule
-        for index, item in enumerate(batch):
+        decisions = batch_decisions(batch, list(pl_module.prompt_categories))
+        for item, decision in zip(batch, decisions, strict=True):
             picture = visualize_image_item(
                 item,
                 fields=self.fields,
@@ -72,14 +62,8 @@ class MultiClassImageVisualizer(ImageVisualizer):
             )
             if picture is None:
                 continue
-            category = category_name(names, _value(batch, "pred_category_id", index))
-            score, label = _value(batch, "pred_score", index), _value(batch, "pred_label", index)
-            unknown = _value(batch, "pred_unknown", index)
             text = caption_text(
-                category,
-                None if score is None else float(score),
-                None if label is None else bool(label),
-                bool(unknown) if unknown is not None else False,
+                decision["class"], decision["score"], decision["anomalous"], bool(decision["unknown_class"])
             )
             filename = generate_output_filename(
                 input_path=item.image_path or "",
