@@ -119,35 +119,23 @@ def test_train_test_predict_export_from_checkpoint(name: str, demo_root: Path, t
     }
     assert sorted(predicted) == sorted(tested) == sorted(p.name for p in defects.iterdir())
 
-    # Export from the checkpoint with anomalib's CLI; the OpenVINO model retrieves the class of a raw file.
-    _run(
-        [
-            "export",
-            "--model",
-            f"anomalib_pnpt.{name}",
-            *model_args,
-            "--ckpt_path",
-            str(checkpoint),
-            "--export_type",
-            "openvino",
-            "--default_root_dir",
-            str(tmp_path / "export"),
-        ]
-    )
-    _run(
-        [
-            "export",
-            "--model",
-            f"anomalib_pnpt.{name}",
-            *model_args,
-            "--ckpt_path",
-            str(checkpoint),
-            "--export_type",
-            "onnx",
-            "--default_root_dir",
-            str(tmp_path / "export_onnx"),
-        ]
-    )
+    # Export from the checkpoint with anomalib's CLI (OpenVINO and ONNX); the OpenVINO model retrieves the class of
+    # a raw file.
+    for export_type, folder in (("openvino", "export"), ("onnx", "export_onnx")):
+        _run(
+            [
+                "export",
+                "--model",
+                f"anomalib_pnpt.{name}",
+                *model_args,
+                "--ckpt_path",
+                str(checkpoint),
+                "--export_type",
+                export_type,
+                "--default_root_dir",
+                str(tmp_path / folder),
+            ]
+        )
     from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
 
     exported = next((tmp_path / "export").rglob("model.xml"))
