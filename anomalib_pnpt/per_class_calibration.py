@@ -19,9 +19,14 @@ min-max range of the normal values sets the normalisation, with anomalib's formu
 threshold maps to ``1 - sensitivity`` (0.5) after normalisation as in anomalib; a class with a single
 validation image has no score range and uses the global one.
 
-The global statistics of the parent class are computed with the same rule over all classes together: they
-are the fallback for a class without validation images, and ``per_class=False`` reproduces a single global
-threshold for comparison.
+The statistics live in :class:`~anomalib_pnpt.calibration_table.CalibrationTable` (one row per class and one
+over all classes, computed with the same rule: the fallback for a class without validation images, and with
+``per_class=False`` a single global threshold for comparison); the retrieval-similarity bounds in
+:class:`~anomalib_pnpt.unknown_class.UnknownClassBound`. This class is the anomalib-facing part: the
+``PostProcessor`` callbacks that collect normal validation predictions and post-process test and predict
+batches, and the ``forward`` the exported graph contains. It writes none of anomalib's ``PostProcessor``
+state: anomalib's global threshold buffers stay unused, and its ``image_threshold`` / ``pixel_threshold``
+properties report the table's overall row.
 
 Example:
     >>> import torch
@@ -41,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -49,37 +53,11 @@ from anomalib.data import InferenceBatch
 from anomalib.post_processing import PostProcessor
 from lightning.pytorch import LightningModule, Trainer
 
+from anomalib_pnpt.calibration_table import STATISTICS, CalibrationTable
 from anomalib_pnpt.distributed import gather_samples, is_distributed
 from anomalib_pnpt.unknown_class import UnknownClassBound
 
 logger = logging.getLogger(__name__)
-
-# Per-class buffers, one value per class: (level, statistic) -> buffer name "class_<level>_<statistic>".
-CLASS_STATISTICS = (
-    "image_threshold",
-    "image_min",
-    "image_max",
-    "pixel_threshold",
-    "pixel_min",
-    "pixel_max",
-)
-
-
-def order_statistic(values: torch.Tensor, quantile: float) -> torch.Tensor:
-    """The ``quantile`` of all elements as an order statistic (``quantile=1`` is the maximum).
-
-    ``torch.quantile`` refuses inputs over 16 M elements; a class's validation pixels can exceed that.
-
-    Args:
-        values: Any tensor.
-        quantile: In ``(0, 1]``.
-
-    Returns:
-        A scalar tensor: the ``ceil(quantile * n)``-th smallest value.
-    """
-    flat = values.detach().reshape(-1).float()
-    rank = min(max(math.ceil(quantile * flat.numel()), 1), flat.numel())
-    return flat.kthvalue(rank).values
 
 
 class PerClassPostProcessor(PostProcessor):
@@ -122,15 +100,8 @@ class PerClassPostProcessor(PostProcessor):
             pixel_sensitivity=pixel_sensitivity,
             **kwargs,
         )
-        for quantile in (image_quantile, pixel_quantile):
-            if not 0 < quantile <= 1:
-                msg = f"Calibration quantiles must lie in (0, 1], got {quantile}."
-                raise ValueError(msg)
-        self.image_quantile = image_quantile
-        self.pixel_quantile = pixel_quantile
+        self.table = CalibrationTable(image_quantile, pixel_quantile)
         self.per_class = per_class
-        for name in CLASS_STATISTICS:
-            self.register_buffer(f"class_{name}", torch.empty(0))
         self.unknown_class = UnknownClassBound()  # fitted with the rest, on the same normal validation images
         self._normal_scores: list[torch.Tensor] = []
         self._normal_similarities: list[torch.Tensor] = []
@@ -144,13 +115,41 @@ class PerClassPostProcessor(PostProcessor):
         return (*super()._checkpoint_config_keys, "image_quantile", "pixel_quantile", "per_class")
 
     @property
+    def image_quantile(self) -> float:
+        """Quantile of a class's normal image scores used as its threshold (the table's rule)."""
+        return self.table.image_quantile
+
+    @image_quantile.setter
+    def image_quantile(self, value: float) -> None:
+        self.table.image_quantile = value
+
+    @property
+    def pixel_quantile(self) -> float:
+        """Quantile of a class's normal anomaly-map values used as its pixel threshold (the table's rule)."""
+        return self.table.pixel_quantile
+
+    @pixel_quantile.setter
+    def pixel_quantile(self, value: float) -> None:
+        self.table.pixel_quantile = value
+
+    @property
+    def image_threshold(self) -> torch.Tensor:
+        """The raw image threshold over all classes (anomalib's property; the table's overall row)."""
+        return self.table.overall_value("image_threshold")
+
+    @property
+    def pixel_threshold(self) -> torch.Tensor:
+        """The raw pixel threshold over all classes (anomalib's property; the table's overall row)."""
+        return self.table.overall_value("pixel_threshold")
+
+    @property
     def num_classes(self) -> int:
         """Number of classes with per-class statistics (0 before calibration)."""
-        return int(self.class_image_threshold.numel())
+        return self.table.num_classes
 
     def class_statistics(self) -> dict[str, torch.Tensor]:
         """Per-class statistics as a dict of ``(num_classes,)`` tensors (NaN where a class had no data)."""
-        return {name: getattr(self, f"class_{name}") for name in CLASS_STATISTICS}
+        return {name: self.table.column(name) for name in STATISTICS}
 
     # ---------------------------------------------------------------- calibration (validation hooks)
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -253,40 +252,9 @@ class PerClassPostProcessor(PostProcessor):
             num_classes: Size of the per-class tables (the prompt pool's class count).
             similarity: ``(N, C)`` retrieval similarity to every class: fits the unknown-class bounds.
         """
-        maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
-        device = self._image_threshold.device
-        overall = self._statistics(scores, maps)
-        for buffer, value in zip(
-            ("_image_threshold", "image_min", "image_max", "_pixel_threshold", "pixel_min", "pixel_max"),
-            overall,
-            strict=True,
-        ):
-            getattr(self, buffer).fill_(value)
-        rows = [
-            self._statistics(scores[selected], maps[selected] if maps is not None else None)
-            for selected in (class_ids == index for index in range(num_classes))
-        ]
-        table = torch.tensor(rows, device=device)
-        for column, name in enumerate(CLASS_STATISTICS):
-            setattr(self, f"class_{name}", table[:, column].contiguous())
+        self.table.fit(class_ids, scores, maps, num_classes)
         if similarity is not None:
             self.unknown_class.fit(class_ids, similarity)
-
-    def _statistics(self, scores: torch.Tensor, maps: torch.Tensor | None) -> list[float]:
-        """One class's (or all images') statistics in ``CLASS_STATISTICS`` order; NaN where they cannot be had."""
-        values = [float("nan")] * len(CLASS_STATISTICS)
-        if len(scores):
-            values[0] = float(order_statistic(scores, self.image_quantile))
-            # One image gives no score range: its class keeps its threshold but the global range.
-            if len(scores) > 1:
-                values[1:3] = [float(scores.min()), float(scores.max())]
-            if maps is not None:
-                values[3:] = [
-                    float(order_statistic(maps, self.pixel_quantile)),
-                    float(maps.min()),
-                    float(maps.max()),
-                ]
-        return values
 
     def append_class(
         self,
@@ -307,10 +275,7 @@ class PerClassPostProcessor(PostProcessor):
         """
         if self.unknown_class.num_classes and own_similarity is not None and other_similarity is not None:
             self.unknown_class.append(own_similarity, other_similarity)
-        maps = maps.reshape(maps.shape[0], -1) if maps is not None else None
-        row = torch.tensor(self._statistics(scores, maps), device=self._image_threshold.device)
-        for column, name in enumerate(CLASS_STATISTICS):
-            setattr(self, f"class_{name}", torch.cat([getattr(self, f"class_{name}"), row[column : column + 1]]))
+        self.table.append(scores, maps)
 
     def remove_class(self, index: int) -> None:
         """Drop class ``index``'s statistics; later classes move up.
@@ -318,44 +283,21 @@ class PerClassPostProcessor(PostProcessor):
         Args:
             index: Class index.
         """
-        for name in CLASS_STATISTICS:
-            table = getattr(self, f"class_{name}")
-            setattr(self, f"class_{name}", torch.cat([table[:index], table[index + 1 :]]))
+        self.table.remove(index)
         if self.unknown_class.num_classes:
             self.unknown_class.remove(index)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The tables are sized at calibration; resize the empty buffers of a fresh instance to the checkpoint's.
-        for name in CLASS_STATISTICS:
-            key = f"{prefix}class_{name}"
-            if key in state_dict:
-                setattr(self, f"class_{name}", torch.empty_like(state_dict[key], device=self._image_threshold.device))
+        # Checkpoints written before the table existed keep one buffer per statistic ("class_<name>") and the global
+        # values in anomalib's buffers: read them into the table, so that trained models keep loading.
+        legacy = [f"{prefix}class_{name}" for name in STATISTICS]
+        if all(key in state_dict for key in legacy):
+            state_dict[f"{prefix}table.per_class"] = torch.stack([state_dict.pop(key) for key in legacy], dim=1)
+            overall = ("_image_threshold", "image_min", "image_max", "_pixel_threshold", "pixel_min", "pixel_max")
+            state_dict[f"{prefix}table.overall"] = torch.stack([state_dict[prefix + name] for name in overall])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---------------------------------------------------------------- application
-    def _per_sample(self, name: str, class_ids: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-        """The statistic ``name`` of each sample's class; the global value where the class has none."""
-        table = getattr(self, f"class_{name}")
-        values = table[class_ids.long().clamp(0, table.numel() - 1)]
-        return torch.where(torch.isnan(values), fallback.to(values.dtype), values)
-
-    def _calibrate(
-        self,
-        values: torch.Tensor,
-        class_ids: torch.Tensor,
-        level: str,
-        normalized_threshold: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise ``values`` (``(B, ...)``) with their classes' statistics; return them and their labels."""
-        shape = (-1,) + (1,) * (values.dim() - 1)
-        threshold = self._per_sample(f"{level}_threshold", class_ids, getattr(self, f"{level}_threshold")).view(shape)
-        if not self.enable_normalization:
-            return values, values > threshold
-        low = self._per_sample(f"{level}_min", class_ids, getattr(self, f"{level}_min")).view(shape)
-        high = self._per_sample(f"{level}_max", class_ids, getattr(self, f"{level}_max")).view(shape)
-        normalized = self._normalize(values, low, high, threshold)
-        return normalized, normalized > normalized_threshold.to(normalized.device)
-
     def forward(
         self,
         predictions: InferenceBatch,
@@ -374,8 +316,8 @@ class PerClassPostProcessor(PostProcessor):
         Returns:
             Normalised scores and maps with labels and masks.
         """
-        if class_ids is None or not self.per_class or self.num_classes == 0:
-            return super().forward(predictions)
+        if not self.per_class:
+            class_ids = None  # the overall row: one threshold for all classes, as anomalib's post-processor
         if predictions.pred_score is None and predictions.anomaly_map is None:
             msg = "At least one of pred_score or anomaly_map must be provided."
             raise ValueError(msg)
@@ -384,11 +326,13 @@ class PerClassPostProcessor(PostProcessor):
             if predictions.pred_score is not None
             else torch.amax(predictions.anomaly_map, dim=(-2, -1)).reshape(-1)
         )
-        pred_score, pred_label = self._calibrate(pred_score, class_ids, "image", self.normalized_image_threshold)
+        pred_score, pred_label = self.table.calibrate(
+            pred_score, class_ids, "image", self.normalized_image_threshold, self.enable_normalization
+        )
         anomaly_map, pred_mask = None, None
         if predictions.anomaly_map is not None:
-            anomaly_map, pred_mask = self._calibrate(
-                predictions.anomaly_map, class_ids, "pixel", self.normalized_pixel_threshold
+            anomaly_map, pred_mask = self.table.calibrate(
+                predictions.anomaly_map, class_ids, "pixel", self.normalized_pixel_threshold, self.enable_normalization
             )
         if unknown is not None:
             pred_score = torch.where(unknown, torch.ones_like(pred_score), pred_score)
@@ -402,13 +346,10 @@ class PerClassPostProcessor(PostProcessor):
     def post_process_batch(self, batch: Any) -> None:
         """Normalise and threshold a test / predict batch in place, by its ``pred_category_id``."""
         class_ids = getattr(batch, "pred_category_id", None)
-        if class_ids is None or not self.per_class or self.num_classes == 0:
-            super().post_process_batch(batch)
-            return
         raw = InferenceBatch(pred_score=batch.pred_score, anomaly_map=batch.anomaly_map)
         similarity = getattr(batch, "class_similarity", None)
         unknown = None
-        if similarity is not None:  # reported with the batch, as forward reports them
+        if similarity is not None and class_ids is not None:  # reported with the batch, as forward reports them
             batch.pred_category_similarity, unknown = self.unknown_class(class_ids, similarity)
             batch.pred_unknown = unknown
         result = self.forward(raw, class_ids, unknown)

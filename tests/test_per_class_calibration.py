@@ -11,7 +11,7 @@ import pytest
 import torch
 from anomalib.data import InferenceBatch
 
-from anomalib_pnpt.per_class_calibration import PerClassPostProcessor, order_statistic
+from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 
 
 def _calibrated(**kwargs: object) -> PerClassPostProcessor:
@@ -45,8 +45,6 @@ def test_one_global_threshold_misjudges_the_low_class() -> None:
 
 
 def test_quantile_rule_and_class_without_data_falls_back_to_global() -> None:
-    assert float(order_statistic(torch.arange(1.0, 11.0), 0.9)) == 9.0
-    assert float(order_statistic(torch.arange(1.0, 11.0), 1.0)) == 10.0
     post = PerClassPostProcessor(image_quantile=0.5)
     post.set_statistics(
         class_ids=torch.tensor([0, 0, 0, 0]), scores=torch.tensor([1.0, 2.0, 3.0, 4.0]), maps=None, num_classes=3
@@ -84,3 +82,28 @@ def test_statistics_survive_a_state_dict_round_trip() -> None:
     for name, values in post.class_statistics().items():
         assert torch.equal(restored.class_statistics()[name], values)
     assert restored.checkpoint_config()["image_quantile"] == 1.0
+
+
+def test_anomalibs_own_threshold_state_is_left_alone() -> None:
+    """The calibration is this package's table; anomalib's private global buffers are never written."""
+    post = _calibrated()
+    for name in ("_image_threshold", "_pixel_threshold", "image_min", "image_max", "pixel_min", "pixel_max"):
+        assert torch.isnan(getattr(post, name)), name
+    assert float(post.image_threshold) == 12.0  # anomalib's public property reports the table's overall row
+    assert float(post.pixel_threshold) == 12.0
+
+
+def test_checkpoint_of_the_earlier_layout_loads() -> None:
+    """Models saved with one buffer per statistic and the global values in anomalib's buffers keep working."""
+    post = _calibrated()
+    legacy = {name: value for name, value in post.state_dict().items() if not name.startswith("table.")}
+    for column, name in enumerate(("image_threshold", "image_min", "image_max", "pixel_threshold", "pixel_min")):
+        legacy[f"class_{name}"] = post.table.per_class[:, column].clone()
+    legacy["class_pixel_max"] = post.table.per_class[:, 5].clone()
+    for index, name in enumerate(("_image_threshold", "image_min", "image_max", "_pixel_threshold")):
+        legacy[name] = post.table.overall[index].clone()
+    legacy["pixel_min"], legacy["pixel_max"] = post.table.overall[4].clone(), post.table.overall[5].clone()
+    restored = PerClassPostProcessor()
+    restored.load_state_dict(legacy)
+    assert torch.equal(restored.table.per_class, post.table.per_class)
+    assert torch.equal(restored.table.overall, post.table.overall)
