@@ -24,7 +24,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -40,6 +40,9 @@ class MultiClassNumpyImageItem(NumpyImageItem):
     category_id: int | None = None
     pred_category_id: int | None = None
     pred_category: str | None = None
+    class_similarity: np.ndarray | None = None
+    pred_category_similarity: float | None = None
+    pred_unknown: bool | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class MultiClassNumpyImageBatch(NumpyImageBatch):
     category_id: np.ndarray | None = None
     pred_category_id: np.ndarray | None = None
     pred_category: list[str] | None = None
+    class_similarity: np.ndarray | None = None
     pred_category_similarity: np.ndarray | None = None
     pred_unknown: np.ndarray | None = None
 
@@ -63,17 +67,48 @@ class MultiClassImageItem(ImageItem):
     category: str | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
+    class_similarity: torch.Tensor | None = None
+    pred_category_similarity: torch.Tensor | None = None
+    pred_unknown: torch.Tensor | None = None
 
 
 @dataclass
 class MultiClassImageBatch(ImageBatch):
-    """Torch image batch with per-sample class names (list) and indices (``(B,)`` long tensor)."""
+    """Torch image batch with per-sample class names (list) and indices (``(B,)`` long tensor).
+
+    What the prompt-pool models add in their steps are fields too: ``pred_category_id`` (the retrieved class),
+    ``class_similarity`` (``(B, C)``, every class's retrieval similarity) and, once post-processed,
+    ``pred_category_similarity`` and ``pred_unknown`` (see :mod:`anomalib_pnpt.unknown_class`).
+    """
 
     item_class: ClassVar[type[ImageItem]] = MultiClassImageItem
     numpy_class: ClassVar[type[NumpyImageBatch]] = MultiClassNumpyImageBatch
     category: list[str] | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
+    class_similarity: torch.Tensor | None = None
+    pred_category_similarity: torch.Tensor | None = None
+    pred_unknown: torch.Tensor | None = None
+
+    @classmethod
+    def from_batch(cls, batch: ImageBatch) -> MultiClassImageBatch:
+        """The same batch with this class's fields (a stock anomalib datamodule's batch gets empty ones).
+
+        Args:
+            batch: An anomalib image batch.
+
+        Returns:
+            ``batch`` itself if it is one already, else a batch holding the same field values.
+
+        Example:
+            >>> stock = ImageBatch(image=torch.rand(2, 3, 8, 8))
+            >>> converted = MultiClassImageBatch.from_batch(stock)
+            >>> converted.image is stock.image, converted.pred_category_id
+            (True, None)
+        """
+        if isinstance(batch, cls):
+            return batch
+        return cls(**{field.name: getattr(batch, field.name) for field in fields(batch) if field.init})
 
 
 class MultiClassInferenceBatch(InferenceBatch):

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import Batch, ImageBatch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -44,7 +44,7 @@ from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.data.dataset import load_rgb_array
-from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassInferenceBatch
+from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassImageBatch, MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
@@ -320,14 +320,37 @@ class PromptedAnomalyModule(AnomalibModule):
         predictions, class_ids, similarity = self.model.predict(batch.image)
         return self._with_predictions(batch, predictions, class_ids, similarity)
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Give a stock anomalib image batch the class fields (e.g. ``anomalib predict``'s ``PredictDataset``).
+
+        Lightning hands the batch returned here to the step AND to every callback, and anomalib's steps update
+        the batch in place, which its callbacks (visualizer, writers) then read: converting here, before the
+        step, keeps that one object, now with fields for the retrieved class.
+
+        Args:
+            batch: The batch on the model's device.
+            dataloader_idx: Index of its dataloader.
+
+        Returns:
+            A :class:`~anomalib_pnpt.data.items.MultiClassImageBatch` for image batches; anything else unchanged.
+        """
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        return MultiClassImageBatch.from_batch(batch) if isinstance(batch, ImageBatch) else batch
+
     @staticmethod
-    def _with_predictions(batch: Batch, predictions: Any, class_ids: torch.Tensor, similarity: torch.Tensor) -> Batch:
-        """The batch with raw scores, maps, retrieved class and ``(B, C)`` class similarity (for the post-processor)."""
-        batch = batch.update(pred_score=predictions.pred_score, anomaly_map=predictions.anomaly_map)
-        # Stock anomalib batches have no such fields; attributes still reach the post-processor.
-        batch.pred_category_id = class_ids
-        batch.class_similarity = similarity
-        return batch
+    def _with_predictions(
+        batch: Batch, predictions: Any, class_ids: torch.Tensor, similarity: torch.Tensor
+    ) -> MultiClassImageBatch:
+        """The batch, updated in place, with raw scores, maps, retrieved class and ``(B, C)`` class similarity.
+
+        One path for validation, test and predict; the post-processor calibrates and decides from these fields.
+        """
+        return MultiClassImageBatch.from_batch(batch).update(
+            pred_score=predictions.pred_score,
+            anomaly_map=predictions.anomaly_map,
+            pred_category_id=class_ids,
+            class_similarity=similarity,
+        )
 
     def on_test_start(self) -> None:
         """Forget the retrieval outcomes of an earlier test run."""
