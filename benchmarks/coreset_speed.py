@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from anomalib.engine import Engine
 from anomalib.models.components import KCenterGreedy
+from invocation import command_line, data_root
 from lightning.pytorch import seed_everything
 
 from anomalib_pnpt.backbones import load_offline_weights_into
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.coreset import FastKCenterGreedy, FastPatchcore
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.pre_processing import BackbonePreProcessor

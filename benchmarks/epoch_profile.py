@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import yaml
 from anomalib.engine import Engine
+from invocation import command_line, data_root
 from lightning.pytorch import seed_everything
 from lightning.pytorch.profilers import SimpleProfiler
 
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.model_factory import build_model
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 from anomalib.engine import Engine
+from invocation import command_line, data_root
 from lightning.pytorch import Callback, seed_everything
 
 from anomalib_pnpt import Pnpt
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 CPU_CONFIG = {

@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 import yaml
 from anomalib.engine import Engine
+from invocation import command_line, data_root
 
 import anomalib_pnpt
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.class_commands import load_checkpoint_model
 from anomalib_pnpt.data import MultiClassMVTecAD, make_demo_dataset
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from invocation import command_line, data_root
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import OneNip
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pnpt_cached_probe import CLASSES, load_image, load_mask

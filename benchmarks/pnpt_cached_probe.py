@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from invocation import command_line, data_root
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import FrozenFeatureExtractor
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
 

@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 import yaml
 from anomalib.engine import Engine
+from invocation import command_line, data_root
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import Pnpt
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.evaluation.per_class import METRICS, evaluate_per_class
 

@@ -32,9 +32,9 @@ from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from invocation import command_line
 from pnpt_cached_probe import CLASSES, SIZE, load_or_extract
 
-from anomalib_pnpt.benchmarking.invocation import command_line
 from anomalib_pnpt.gaussian_blur import SeparableGaussianBlur
 from anomalib_pnpt.models.pnpt.components import HierarchicalPatchEmbedding
 

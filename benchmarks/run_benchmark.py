@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from harness import HarnessJob, run_job_in_subprocess, summarise, write_results
+from invocation import command_line, data_root
 
-from anomalib_pnpt.benchmarking.harness import BenchmarkJob, run_job_in_subprocess, summarise, write_results
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 
-def _run(job: BenchmarkJob) -> list[dict]:
+def _run(job: HarnessJob) -> list[dict]:
     print(f"running {job.name} {job.mode} {job.categories}", flush=True)
     job_rows = run_job_in_subprocess(job)
     print(f"  done {job.name}: {job_rows[-1]['fit_s']:.0f} s fit", flush=True)
@@ -72,7 +72,7 @@ def main() -> int:
         for mode in config.get("modes", ["unified", "separate"]):
             groups = [categories] if mode == "unified" else [[c] for c in categories]
             for group in groups:
-                job = BenchmarkJob(
+                job = HarnessJob(
                     name=spec["name"],
                     class_path=spec["class_path"],
                     init_args={

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 import yaml
+from invocation import command_line, data_root
 
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data.dataset import read_rgb_image
 from anomalib_pnpt.model_factory import build_model
 

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from invocation import command_line, data_root
 
 from anomalib_pnpt import OneNip
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from invocation import command_line, data_root
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import Pnpt
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
 from anomalib_pnpt.class_commands import load_checkpoint_model
 from anomalib_pnpt.data import MultiClassMVTecAD
 

@@ -1,8 +1,12 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Benchmarking: the unified/separate harness and the plugin-aware ``anomalib benchmark`` pipeline."""
+"""anomalib's ``benchmark`` pipeline made plugin-aware (the ``anomalib-pnpt benchmark`` command).
 
-from anomalib_pnpt.benchmarking.harness import BenchmarkJob, build_model, run_job, summarise, write_results
+The project's own measurement harness (unified vs separate runs, learning curves) is lab code and lives in the
+repository's ``benchmarks/`` folder, not in the installed package.
+"""
 
-__all__ = ["BenchmarkJob", "build_model", "run_job", "summarise", "write_results"]
+from anomalib_pnpt.benchmarking.anomalib_pipeline import register
+
+__all__ = ["register"]

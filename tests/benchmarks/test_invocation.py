@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from anomalib_pnpt.benchmarking.invocation import command_line, data_root
+from invocation import command_line, data_root
 
 
 def test_data_root_prefers_the_environment_then_the_shared_folder_beside_the_repository(tmp_path: Path) -> None:

@@ -32,9 +32,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+from learning_curve import LearningCurve
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_pnpt.benchmarking.learning_curve import LearningCurve
 from anomalib_pnpt.evaluation.per_class import METRICS
 from anomalib_pnpt.model_factory import build_model
 
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class BenchmarkJob:
+class HarnessJob:
     """One training + test run: a model on a set of categories.
 
     Args:
@@ -148,7 +148,7 @@ class JobProgress(Callback):
         self._say("tested")
 
 
-def build_datamodule(job: BenchmarkJob) -> Any:
+def build_datamodule(job: HarnessJob) -> Any:
     """The job's multi-class datamodule: its validation images are held out from training, never test images.
 
     Thresholds and normalisation (ours per class, stock models' global ones) are fitted on the validation
@@ -204,7 +204,7 @@ def calibrated_pooled_metrics(model: torch.nn.Module, dataloader: Any) -> dict[s
     return {"pooled_AUROC_calibrated": auroc(score, gt), "pooled_F1_calibrated": f1_score(label, gt)}
 
 
-def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
+def run_job(job: HarnessJob) -> list[dict[str, Any]]:
     """Train and test one job in THIS process; return one row per class of the job."""
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
@@ -273,13 +273,13 @@ def run_job(job: BenchmarkJob) -> list[dict[str, Any]]:
     return rows
 
 
-def run_job_in_subprocess(job: BenchmarkJob) -> list[dict[str, Any]]:
+def run_job_in_subprocess(job: HarnessJob) -> list[dict[str, Any]]:
     """Run :func:`run_job` in a fresh Python process (clean peak-memory figure); raise if it fails."""
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec_file:
         json.dump(asdict(job), spec_file)
     result_path = Path(job.output_dir) / "rows.json"
-    command = [sys.executable, "-m", "anomalib_pnpt.benchmarking.harness", spec_file.name, str(result_path)]
+    command = [sys.executable, str(Path(__file__).resolve()), spec_file.name, str(result_path)]
     log_path = Path(job.output_dir) / "job.log"
     with (
         log_path.open("w") as log,
@@ -352,7 +352,7 @@ def write_results(table: pd.DataFrame, output_dir: Path, command: str) -> None:
 
 
 def _job_main(spec_path: str, result_path: str) -> None:
-    job = BenchmarkJob(**json.loads(Path(spec_path).read_text()))
+    job = HarnessJob(**json.loads(Path(spec_path).read_text()))
     rows = run_job(job)
     Path(result_path).write_text(json.dumps(rows))
 
