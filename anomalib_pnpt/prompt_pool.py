@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Class-specific normality prompt pool and the callback that fills it from the training data.
+"""Class-specific normality prompt pool, and the mixin by which a model fills it from the training data.
 
 The pool holds, per training class, a retrieval KEY (a vector) and a PROMPT (one or more feature maps).
 For PNPT both are class means over all normal training images (the "class-specific normality prompting
@@ -11,9 +11,9 @@ prompt is used, so no class label is needed, in torch or in an exported graph (a
 index into a buffer).
 
 The pool is data, not parameters: sums and counts are accumulated batch by batch and divided once. Under
-distributed training the callback either splits the training batches across ranks and the sums and counts
-are reduced over the ranks (class means, as PNPT's), or gives every rank all of them (a choice among the
-images, as OneNIP's); either way every rank ends with the same pool. Everything
+distributed training the model (:class:`PromptPoolMixin`) either splits the training batches across ranks
+and the sums and counts are reduced over the ranks (class means, as PNPT's), or gives every rank all of them
+(a choice among the images, as OneNIP's); either way every rank ends with the same pool. Everything
 lives in registered buffers, so it is saved in checkpoints and exported; its size is only known when it is
 built, so loading a checkpoint resizes the buffers to the saved shapes.
 
@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule
 from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -177,7 +178,7 @@ class PromptPool(nn.Module):
         if not bool(self.built):
             msg = (
                 "The prompt pool is empty: it is built from the training images when training starts "
-                "(PromptPoolCallback, registered by the model). Train the model (engine.fit) or load a trained "
+                "(PromptPoolMixin.on_train_start). Train the model (engine.fit) or load a trained "
                 "checkpoint before testing, predicting or exporting."
             )
             raise PromptPoolNotBuiltError(msg)
@@ -220,61 +221,101 @@ class PromptPool(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class PromptPoolCallback(Callback):
-    """Build a model's prompt pool from the training data before the first optimisation step.
+class PromptPoolMixin(ABC):
+    """Makes a Lightning module the owner of its prompt pool: it builds the pool from the training data itself.
 
-    The model must provide ``build_prompt_pool(batches, num_classes=...)`` (and may provide
-    ``prompt_pool_ready()``, e.g. to rebuild state a checkpoint does not carry when resuming) where
-    ``batches`` yields ``(images, class_ids, paths)`` with images already pre-processed and on the model's
-    device; this callback supplies them from a fresh training dataloader of the datamodule (whose batches
-    are resized but not normalised and still on the CPU, see anomalib's notes).
+    As anomalib's ``MemoryBankMixin`` fits PatchCore's memory bank from its own hook, a module with this mixin
+    fills its pool in ``on_train_start``, before the first optimisation step, unless the pool is ready (a
+    trained or resumed checkpoint). ``rebuild_prompt_pool = True`` (a constructor argument of both models)
+    builds it again even then, e.g. when resuming on new data; :meth:`fill_prompt_pool` does it from Python.
 
-    Under distributed training, a model whose pool is a sum over images (``prompt_pool_splits_across_ranks
-    = True``, PNPT's class means) gets every ``world_size``-th image on each rank and is asked to reduce
-    (``build_prompt_pool(..., reduce_across_ranks=True)``), so each rank runs the backbone on a
-    ``1 / world_size`` share; any other model gets all the images on every rank and must choose the same
-    prompts on each.
+    The module implements :meth:`build_prompt_pool`, which receives ``(images, class_ids, paths)`` batches
+    with images already pre-processed and on the module's device; the mixin supplies them from a fresh,
+    unshuffled training dataloader of the datamodule (:func:`pool_dataloader`).
 
-    Args:
-        rebuild: Build again even if the pool is already built (e.g. when resuming with new data).
+    Under distributed training, a module whose pool is a sum over images (``prompt_pool_splits_across_ranks``,
+    PNPT's class means) gets every ``world_size``-th image on each rank and must reduce
+    (``reduce_across_ranks=True``), so each rank runs the backbone on a ``1 / world_size`` share; any other
+    module gets all the images on every rank and must choose the same prompts on each.
 
     Example:
-        >>> callback = PromptPoolCallback()
-        >>> callback.rebuild
+        >>> PromptPoolMixin.prompt_pool_splits_across_ranks
         False
     """
 
-    def __init__(self, rebuild: bool = False) -> None:
-        super().__init__()
-        self.rebuild = rebuild
+    prompt_pool_splits_across_ranks: ClassVar[bool] = False
+    rebuild_prompt_pool: bool = False
+    prompt_categories: list[str]
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Build the pool unless it is ready already (built, plus whatever else the model needs)."""
-        pool: PromptPool = pl_module.model.prompt_pool
-        ready = pl_module.prompt_pool_ready() if hasattr(pl_module, "prompt_pool_ready") else bool(pool.built)
-        if ready and not self.rebuild:
+    @property
+    @abstractmethod
+    def prompt_pool(self) -> PromptPool:
+        """The pool this module owns."""
+
+    @abstractmethod
+    def build_prompt_pool(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[str]]],
+        num_classes: int | None = None,
+        reduce_across_ranks: bool = False,
+    ) -> None:
+        """Fill the pool from pre-processed training batches.
+
+        Args:
+            batches: ``(images, class_ids, paths)`` batches.
+            num_classes: Number of classes; ``None`` means 1.
+            reduce_across_ranks: Every rank got a different share of the images (only when
+                ``prompt_pool_splits_across_ranks``): reduce before finishing.
+        """
+
+    def prompt_pool_ready(self) -> bool:
+        """Whether training can start without (re)building the pool (a subclass may need more than the pool)."""
+        return bool(self.prompt_pool.built)
+
+    def on_train_start(self) -> None:
+        """Build the pool before the first optimisation step unless it is ready (or build it again if asked)."""
+        if self.prompt_pool_ready() and not self.rebuild_prompt_pool:
             return
-        datamodule = getattr(trainer, "datamodule", None)
-        world_size, rank = trainer.world_size, trainer.global_rank
-        splits = bool(getattr(pl_module, "prompt_pool_splits_across_ranks", False))
+        self.fill_prompt_pool()
+
+    def fill_prompt_pool(self, datamodule: Any = None) -> None:
+        """Build the pool from the training images of ``datamodule`` (default: the trainer's), on every rank.
+
+        Args:
+            datamodule: A datamodule with ``train_dataloader()`` (and ``categories``); ``None``: the one being
+                trained on, or else the trainer's training loader.
+
+        Raises:
+            RuntimeError: Without a datamodule and outside training.
+        """
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a trainer: a Python call with a datamodule
+            trainer = None
+        if datamodule is None and trainer is not None:
+            datamodule = trainer.datamodule
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        splits = self.prompt_pool_splits_across_ranks
         if datamodule is not None:
             train_loader = datamodule.train_dataloader()
             split = splits and world_size > 1 and len(train_loader.dataset) >= world_size
-            batches = preprocessed_batches(
-                pool_dataloader(train_loader, *((rank, world_size) if split else (0, 1))), pl_module
-            )
-        else:
+            loader = pool_dataloader(train_loader, *((rank, world_size) if split else (0, 1)))
+        elif trainer is not None:
             # Without a datamodule only the trainer's loader exists; under DDP its sampler already split it.
             split = world_size > 1
             if split and not splits:
                 logger.warning("Prompt pool built from each rank's share of the images: ranks may differ.")
-            batches = preprocessed_batches(trainer.train_dataloader, pl_module)
+            loader = trainer.train_dataloader
+        else:
+            msg = "fill_prompt_pool needs a datamodule outside of training."
+            raise RuntimeError(msg)
         categories = getattr(datamodule, "categories", None)
         num_classes = len(categories) if categories else None
         reduction = {"reduce_across_ranks": True} if split and splits else {}
-        pl_module.build_prompt_pool(batches, num_classes=num_classes, **reduction)
+        self.build_prompt_pool(preprocessed_batches(loader, self), num_classes=num_classes, **reduction)
         if categories:
-            pl_module.prompt_categories = list(categories)
+            self.prompt_categories = list(categories)
+        pool = self.prompt_pool
         logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
 
 

@@ -104,7 +104,7 @@ def main() -> None:
         "train_epoch_s (without validation)": train_epoch_s,
         "training batches_s (run_training_batch)": _total(durations, "run_training_batch"),
         "validation_s (calibration pass)": validation_s,
-        "prompt pool build_s": _total(durations, "PromptPoolCallback"),
+        "prompt pool build_s": _total(durations, "on_train_start"),
         "parts_s": step,
         "network_s": network,
         "network_share_of_train_epoch": network / train_epoch_s,

@@ -130,3 +130,33 @@ def test_pool_build_reports_progress(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="anomalib_pnpt.prompt_pool"):
         assert len(list(preprocessed_batches(Loader(batches), module, progress_every_s=0))) == 3
     assert "Building the prompt pool: 6 / 6 training images" in caplog.text
+
+
+def test_the_model_owns_its_pool_and_rebuilds_it_on_request(demo_root: Path, tmp_path: Path) -> None:
+    """From Python (``fill_prompt_pool``) and when training starts; a built pool is kept unless a rebuild is asked."""
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt import Pnpt
+    from anomalib_pnpt.data import MultiClassMVTecAD
+
+    def datamodule(categories: list[str]) -> MultiClassMVTecAD:
+        data = MultiClassMVTecAD(root=demo_root, categories=categories, num_workers=0, train_batch_size=4)
+        data.setup()
+        return data
+
+    def fit(model: Pnpt, data: MultiClassMVTecAD) -> None:
+        engine = Engine(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False)
+        engine.fit(model, datamodule=data)
+
+    model = Pnpt(
+        backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, hidden_dim=32, num_semantic_tokens=4
+    )
+    two, three = datamodule(["disc", "weave"]), datamodule(["disc", "tiles", "weave"])
+    model.fill_prompt_pool(two)
+    assert model.prompt_pool.num_classes == 2 and model.prompt_categories == ["disc", "weave"]
+    keys = model.prompt_pool.keys.clone()
+    fit(model, two)  # ready: kept as built
+    assert torch.equal(model.prompt_pool.keys, keys)
+    model.rebuild_prompt_pool = True  # --model.rebuild_prompt_pool true on the CLI
+    fit(model, three)
+    assert model.prompt_pool.num_classes == 3 and model.prompt_categories == ["disc", "tiles", "weave"]

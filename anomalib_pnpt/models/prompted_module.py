@@ -4,7 +4,7 @@
 """What PNPT and OneNIP share as anomalib modules: a prompt pool, class retrieval, the feature cache.
 
 Both models keep a pool of per-class prompts built from the training images before the first
-optimisation step (:class:`~anomalib_pnpt.prompt_pool.PromptPoolCallback`, registered here), retrieve the
+optimisation step (:class:`~anomalib_pnpt.prompt_pool.PromptPoolMixin`), retrieve the
 class of every test image from it without a label, and can reuse the frozen backbone's features of
 training images across epochs. This base class holds those pieces so the two models differ only in their
 networks and losses.
@@ -51,14 +51,14 @@ from anomalib_pnpt.lr_schedule import lr_scheduler_config
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
 from anomalib_pnpt.prediction_writer import PredictionWriter
-from anomalib_pnpt.prompt_pool import PromptPoolCallback
+from anomalib_pnpt.prompt_pool import PromptPool, PromptPoolMixin
 from anomalib_pnpt.training_length import TrainingLength
 from anomalib_pnpt.visualizer import MultiClassImageVisualizer
 
 logger = logging.getLogger(__name__)
 
 
-class PromptedAnomalyModule(AnomalibModule):
+class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
     """Base anomalib module of the prompt-pool models.
 
     Args:
@@ -73,11 +73,9 @@ class PromptedAnomalyModule(AnomalibModule):
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
         seed: Seeds everything here (before the subclass makes its weights) and again when fitting starts.
+        rebuild_prompt_pool: Build the pool when training starts even if it is built (see ``PromptPoolMixin``).
     """
 
-    # Whether the pool is a sum over training images that ranks can build from shares of the data and
-    # reduce (see PromptPoolCallback); otherwise every rank builds it from all the images.
-    prompt_pool_splits_across_ranks: bool = False
     # Epochs when the trainer is given no length (see training_length.TrainingLength): the paper's recipe.
     default_max_epochs: int = 300
 
@@ -93,6 +91,7 @@ class PromptedAnomalyModule(AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
         seed: int | None = None,
+        rebuild_prompt_pool: bool = False,
     ) -> None:
         if seed is not None:
             seed_everything(seed, workers=True)
@@ -106,6 +105,7 @@ class PromptedAnomalyModule(AnomalibModule):
         )
         self.cache_features = cache_features
         self.seed = seed
+        self.rebuild_prompt_pool = rebuild_prompt_pool
         self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
         self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
         self.prompt_categories: list[str] = []
@@ -234,17 +234,18 @@ class PromptedAnomalyModule(AnomalibModule):
             seed_everything(self.seed, workers=True)
 
     def configure_callbacks(self) -> Sequence[Callback]:
-        """Anomalib's component callbacks, the prompt-pool builder, the training length and the predictions file.
+        """Anomalib's component callbacks, the training length and the predictions file.
 
         The prediction writer comes after anomalib's post-processor callback: it writes post-processed values.
         """
         callbacks = super().configure_callbacks()
         callbacks = list(callbacks) if isinstance(callbacks, Sequence) else [callbacks]
-        return [*callbacks, PromptPoolCallback(), TrainingLength(self.default_max_epochs), PredictionWriter()]
+        return [*callbacks, TrainingLength(self.default_max_epochs), PredictionWriter()]
 
-    def prompt_pool_ready(self) -> bool:
-        """Whether training can start without (re)building the prompt pool (see ``PromptPoolCallback``)."""
-        return bool(self.model.prompt_pool.built)
+    @property
+    def prompt_pool(self) -> PromptPool:
+        """The network's prompt pool, which this module builds (``PromptPoolMixin``)."""
+        return self.model.prompt_pool
 
     def adamw_with_schedule(self, drop_fraction: float = 0.8) -> dict[str, Any]:
         """AdamW over the network's trainable parameters with the model's learning-rate schedule.

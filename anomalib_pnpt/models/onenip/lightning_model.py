@@ -8,8 +8,8 @@ reconstructs a frozen CNN's features of the input from the features of ONE norma
 (the prompt) through a bidirectional cross-attention decoder, learns to restore synthetic anomalies to the
 clean features, and sharpens the map with a supervised refiner.
 
-The prompt pool is built from the training images by :class:`PromptPoolCallback` (registered
-automatically) before the first optimisation step; at test and in export the prompt is retrieved by cosine
+The model builds its prompt pool from the training images itself (:class:`~anomalib_pnpt.prompt_pool.PromptPoolMixin`)
+before the first optimisation step; at test and in export the prompt is retrieved by cosine
 similarity of pooled features. The refiner's scale (``s`` in ``S = (1 - alpha) S_rec + alpha s M_hat``) is
 calibrated on normal TRAINING images before every validation and at the end of training — never on test
 data. The clean images' backbone features are cached across epochs (``cache_features``); the synthetic
@@ -110,6 +110,8 @@ class OneNip(PromptedAnomalyModule):
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
         seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+        rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
+            (e.g. resuming on new data).
             anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
 
@@ -159,6 +161,7 @@ class OneNip(PromptedAnomalyModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
         seed: int | None = None,
+        rebuild_prompt_pool: bool = False,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -171,6 +174,7 @@ class OneNip(PromptedAnomalyModule):
             evaluator=evaluator,
             visualizer=visualizer,
             seed=seed,
+            rebuild_prompt_pool=rebuild_prompt_pool,
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay

@@ -231,7 +231,7 @@ class OneNipModel(nn.Module):
             slots = class_ids * self.prompts_per_class
             return self.prompt_pool.prompts[0][slots]
         if self.training_prompts.numel() == 0:
-            msg = "The training-prompt bank is empty: build the prompt pool (PromptPoolCallback) before training."
+            msg = "The training-prompt bank is empty: build the prompt pool (the model does when training starts)."
             raise RuntimeError(msg)
         counts = self.training_prompt_counts[class_ids]
         picks = (torch.rand(len(class_ids), device=counts.device) * counts).long().clamp(max=counts - 1)

@@ -6,8 +6,8 @@
 PNPT (Yao et al., "Prior Normality Prompt Transformer for Multiclass Industrial Image Anomaly Detection",
 IEEE TII 2024) reconstructs the features of a frozen CNN with two streams — one from the input, one from
 the normality prompt of the input's class retrieved from a class-specific pool — so the network cannot
-fall back to copying its input. The pool is built from the training images by :class:`PromptPoolCallback`
-(registered automatically) before the first optimisation step.
+fall back to copying its input. The model builds the pool from the training images itself
+(:class:`~anomalib_pnpt.prompt_pool.PromptPoolMixin`) before the first optimisation step.
 
 Training reuses each training image's backbone features across epochs (:class:`FeatureCache`,
 ``cache_features=True``), since the backbone is frozen and PNPT uses no augmentation.
@@ -91,6 +91,8 @@ class Pnpt(PromptedAnomalyModule):
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
         seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+        rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
+            (e.g. resuming on new data).
             anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
 
@@ -133,6 +135,7 @@ class Pnpt(PromptedAnomalyModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
         seed: int | None = None,
+        rebuild_prompt_pool: bool = False,
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -145,6 +148,7 @@ class Pnpt(PromptedAnomalyModule):
             evaluator=evaluator,
             visualizer=visualizer,
             seed=seed,
+            rebuild_prompt_pool=rebuild_prompt_pool,
         )
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
