@@ -24,7 +24,7 @@ Example:
     >>> keys = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     >>> pool.accumulate(torch.tensor([0, 1]), keys, [torch.rand(2, 4, 2, 2)])
     >>> pool.finish()
-    >>> pool.retrieve(torch.tensor([[0.1, 0.9, 0.0]]))[0].tolist()
+    >>> pool.retrieve(torch.tensor([[0.1, 0.9, 0.0]])).class_ids.tolist()
     [1]
 """
 
@@ -34,7 +34,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from lightning.pytorch import LightningModule
@@ -56,19 +56,37 @@ class PromptPoolNotBuiltError(RuntimeError):
     """Raised when a model is used before its prompt pool was built from training data."""
 
 
+class Retrieval(NamedTuple):
+    """What the pool retrieves for a batch of keys.
+
+    Attributes:
+        class_ids: ``(B,)`` class of the most similar entry.
+        prompts: That entry's prompt maps, ``[(B, *shape_i), ...]``.
+        class_similarity: ``(B, C)`` cosine similarity to every class (its most similar entry): how well an image
+            matches the class it was given (see :mod:`anomalib_pnpt.unknown_class`).
+    """
+
+    class_ids: torch.Tensor
+    prompts: list[torch.Tensor]
+    class_similarity: torch.Tensor
+
+
 class PromptPool(nn.Module):
     """Per-class keys and prompt feature maps, in buffers, retrieved by cosine similarity.
 
-    Buffers: ``keys (C, D)``, ``prompt_<i> (C, *shape_i)`` per prompt map, ``counts (C,)`` and
-    ``built`` (a 0-d bool).
+    Buffers: ``keys (E, D)``, ``prompt_<i> (E, *shape_i)`` per prompt map, ``counts (E,)`` and ``built`` (a 0-d
+    bool), for ``E = C * entries_per_class`` entries ordered by class: PNPT keeps one entry per class (the class
+    mean), OneNIP ``prompts_per_class`` (prompt images).
 
     Args:
-        num_prompts: Number of prompt maps per class (e.g. 3 scales).
+        num_prompts: Number of prompt maps per entry (e.g. 3 scales).
+        entries_per_class: Entries per class.
     """
 
-    def __init__(self, num_prompts: int = 1) -> None:
+    def __init__(self, num_prompts: int = 1, entries_per_class: int = 1) -> None:
         super().__init__()
         self.num_prompts = num_prompts
+        self.entries_per_class = entries_per_class
         self.register_buffer("keys", torch.zeros(0, 0))
         self.register_buffer("counts", torch.zeros(0))
         self.register_buffer("built", torch.tensor(False))
@@ -76,9 +94,14 @@ class PromptPool(nn.Module):
             self.register_buffer(f"prompt_{index}", torch.zeros(0))
 
     @property
+    def num_entries(self) -> int:
+        """Number of entries in the pool (0 before it is built)."""
+        return int(self.keys.shape[0])
+
+    @property
     def num_classes(self) -> int:
         """Number of classes in the pool (0 before it is built)."""
-        return int(self.keys.shape[0])
+        return self.num_entries // self.entries_per_class
 
     @property
     def prompts(self) -> list[torch.Tensor]:
@@ -86,7 +109,10 @@ class PromptPool(nn.Module):
         return [getattr(self, f"prompt_{index}") for index in range(self.num_prompts)]
 
     def begin(self, num_classes: int, key_dim: int, prompt_shapes: Sequence[Sequence[int]]) -> None:
-        """Start (re)building: zero sums and counts sized for ``num_classes`` classes."""
+        """Start (re)building class means: zero sums and counts sized for ``num_classes`` classes (one entry each)."""
+        if self.entries_per_class != 1:
+            msg = "Class means make one entry per class; a pool of several entries per class is set with set_entries."
+            raise ValueError(msg)
         if len(prompt_shapes) != self.num_prompts:
             msg = f"Expected {self.num_prompts} prompt shapes, got {len(prompt_shapes)}."
             raise ValueError(msg)
@@ -139,8 +165,33 @@ class PromptPool(nn.Module):
         self.built = torch.tensor(True, device=self.keys.device)
 
     @torch.no_grad()
+    def set_entries(self, class_ids: torch.Tensor, keys: torch.Tensor, prompts: Sequence[torch.Tensor]) -> None:
+        """Fill the pool with finished entries (chosen, not averaged), ``entries_per_class`` of every class.
+
+        Args:
+            class_ids: ``(E,)`` class of every entry; entries keep their order within a class.
+            keys: ``(E, D)`` retrieval keys.
+            prompts: Per prompt map, ``(E, *shape_i)``.
+
+        Raises:
+            ValueError: If a class has another number of entries than ``entries_per_class``.
+        """
+        num_classes = int(class_ids.max()) + 1
+        per_class = torch.bincount(class_ids.cpu().long(), minlength=num_classes)
+        if (per_class != self.entries_per_class).any():
+            msg = f"Every class needs {self.entries_per_class} entries; got {per_class.tolist()}."
+            raise ValueError(msg)
+        order = torch.sort(class_ids.long(), stable=True).indices
+        device = self.keys.device
+        self.keys = keys[order].to(device).float()
+        self.counts = torch.ones(len(order), device=device)
+        for index, values in enumerate(prompts):
+            setattr(self, f"prompt_{index}", values[order].to(device).float())
+        self.built = torch.tensor(True, device=device)
+
+    @torch.no_grad()
     def append(self, keys: torch.Tensor, prompts: Sequence[torch.Tensor], counts: torch.Tensor) -> None:
-        """Add finished entries (keys and prompts already averaged) after the existing ones.
+        """Add one class's finished entries (``entries_per_class`` of them) after the existing ones.
 
         Args:
             keys: ``(E, D)`` retrieval keys.
@@ -155,17 +206,17 @@ class PromptPool(nn.Module):
             setattr(self, f"prompt_{index}", torch.cat([buffer, values.to(device).float()]))
 
     @torch.no_grad()
-    def remove(self, entries: Sequence[int]) -> None:
-        """Delete the given entries; the later ones move up.
+    def remove_class(self, index: int) -> None:
+        """Delete class ``index``'s entries; later classes move up one index.
 
         Args:
-            entries: Entry indices.
+            index: Class index.
         """
-        keep = torch.ones(self.num_classes, dtype=torch.bool, device=self.keys.device)
-        keep[list(entries)] = False
+        keep = torch.ones(self.num_entries, dtype=torch.bool, device=self.keys.device)
+        keep[index * self.entries_per_class : (index + 1) * self.entries_per_class] = False
         self.keys, self.counts = self.keys[keep], self.counts[keep]
-        for index, buffer in enumerate(self.prompts):
-            setattr(self, f"prompt_{index}", buffer[keep])
+        for number, buffer in enumerate(self.prompts):
+            setattr(self, f"prompt_{number}", buffer[keep])
 
     def check_built(self) -> None:
         """Raise a clear error if the pool is empty (the model was never trained or built).
@@ -183,34 +234,44 @@ class PromptPool(nn.Module):
             )
             raise PromptPoolNotBuiltError(msg)
 
-    def retrieve(self, keys: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return the index of the most similar class per sample and its prompts.
+    def retrieve(self, keys: torch.Tensor) -> Retrieval:
+        """The most similar entry of every sample: its class and prompts, and the similarity to every class.
+
+        One similarity product serves both: the retrieval and the unknown-class decision.
 
         Args:
             keys: ``(B, D)`` query keys.
 
         Returns:
-            ``(class_ids (B,), [prompt_i[class_ids] (B, *shape_i), ...])``.
+            :class:`Retrieval` ``(class_ids (B,), [prompt_i (B, *shape_i), ...], class_similarity (B, C))``.
         """
-        similarity = F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
-        class_ids = similarity.argmax(dim=-1)
-        return class_ids, [buffer[class_ids] for buffer in self.prompts]
+        similarity = self.entry_similarity(keys)
+        entries = similarity.argmax(dim=-1)
+        class_ids = torch.div(entries, self.entries_per_class, rounding_mode="floor")
+        class_similarity = similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
+        return Retrieval(class_ids, [buffer[entries] for buffer in self.prompts], class_similarity)
 
-    def class_similarity(self, keys: torch.Tensor, entries_per_class: int = 1) -> torch.Tensor:
-        """Cosine similarity of every query to every class: its most similar entry of that class.
-
-        Retrieval picks the class of the most similar entry; how similar that is tells whether the image is of a
-        class the pool knows at all (see ``PerClassPostProcessor``'s unknown-class bound).
+    def entry_similarity(self, keys: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every query to every entry, ``(B, E)``.
 
         Args:
             keys: ``(B, D)`` query keys.
-            entries_per_class: Consecutive entries per class (OneNIP: its prompt images per class).
+
+        Returns:
+            The similarities.
+        """
+        return F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
+
+    def class_similarity(self, keys: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every query to every class: its most similar entry of that class.
+
+        Args:
+            keys: ``(B, D)`` query keys.
 
         Returns:
             ``(B, C)`` similarities.
         """
-        similarity = F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
-        return similarity.unflatten(1, (-1, entries_per_class)).amax(dim=-1)
+        return self.entry_similarity(keys).unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
@@ -316,7 +377,12 @@ class PromptPoolMixin(ABC):
         if categories:
             self.prompt_categories = list(categories)
         pool = self.prompt_pool
-        logger.info("Prompt pool built: %d entries, averaged over %s images", pool.num_classes, pool.counts.tolist())
+        logger.info(
+            "Prompt pool built: %d classes, %d entries of %s images",
+            pool.num_classes,
+            pool.num_entries,
+            pool.counts.tolist(),
+        )
 
 
 def pool_dataloader(

@@ -109,7 +109,7 @@ def evaluate(model: PnptModel, cache: dict, prior_only: bool = False) -> dict[st
             scores, maps = [], []
             for start in range(0, len(data["labels"]), 32):
                 features = [level[start : start + 32] for level in data["features"]]
-                _, prior = model.retrieve_prior(features)
+                prior = model.retrieve_prior(features).prompts
                 if prior_only:  # Eq. 8 with F_fuse* = the retrieved prior (no reconstruction)
                     reconstructions = (None, prior)
                 else:
@@ -149,7 +149,7 @@ def clean_loss(model: PnptModel, features: list[torch.Tensor], prior_only: bool 
     total = 0.0
     for start in range(0, len(chosen), 25):
         batch = [level[chosen[start : start + 25]] for level in features]
-        _, prior = model.retrieve_prior(batch)
+        prior = model.retrieve_prior(batch).prompts
         reconstructions = (prior, prior) if prior_only else model.reconstruct(batch, prior)
         total += float(model.loss(batch, *reconstructions)) * len(batch[0])
     model.train()
@@ -164,7 +164,7 @@ def level_breakdown(model: PnptModel, cache: dict, category: str = "magnetic_til
     distances: dict[tuple[str, int], list[torch.Tensor]] = {}
     for start in range(0, len(data["labels"]), 32):
         features = [level[start : start + 32] for level in data["features"]]
-        _, prior = model.retrieve_prior(features)
+        prior = model.retrieve_prior(features).prompts
         prior_rec, self_rec = model.reconstruct(features, prior)
         weight = model.anomaly_map_generator.fusion_weight
         fused = [weight * a + (1 - weight) * b for a, b in zip(prior_rec, self_rec, strict=True)]

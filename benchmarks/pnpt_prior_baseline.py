@@ -49,7 +49,7 @@ def variant_maps(model: Pnpt, images: torch.Tensor) -> dict[str, tuple[torch.Ten
     """``(score, map)`` of every variant for one pre-processed batch."""
     net = model.model
     features = net.extract_features(images)
-    _, prior = net.retrieve_prior(features)
+    prior = net.retrieve_prior(features).prompts
     prior_reconstruction, self_reconstruction = net.reconstruct(features, prior if net.use_prior else None)
     generator = net.anomaly_map_generator
     prior_stream = copy.deepcopy(generator)  # same blur and score, all weight on the prior stream

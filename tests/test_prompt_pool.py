@@ -41,7 +41,7 @@ def test_pool_holds_class_means_and_retrieves_by_cosine() -> None:
     for c in range(3):
         assert torch.allclose(pool.keys[c], keys[ids == c].mean(0))
         assert torch.allclose(pool.prompts[0][c], maps[ids == c].mean(0))
-    retrieved, prompts = pool.retrieve(keys)
+    retrieved, prompts, _ = pool.retrieve(keys)
     assert torch.equal(retrieved, ids)
     assert torch.allclose(prompts[0], pool.prompts[0][ids])
     assert pool.counts.tolist() == [3, 3, 2]
@@ -160,3 +160,21 @@ def test_the_model_owns_its_pool_and_rebuilds_it_on_request(demo_root: Path, tmp
     model.rebuild_prompt_pool = True  # --model.rebuild_prompt_pool true on the CLI
     fit(model, three)
     assert model.prompt_pool.num_classes == 3 and model.prompt_categories == ["disc", "tiles", "weave"]
+
+
+def test_several_entries_per_class_retrieve_their_class_and_remove_together() -> None:
+    """OneNIP's layout: entries grouped by class whatever their order; one retrieval gives class and similarity."""
+    pool = PromptPool(entries_per_class=2)
+    keys = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.9, 0.1], [0.9, 0.1, 0.0]])
+    pool.set_entries(torch.tensor([1, 0, 1, 0]), keys, [torch.arange(4.0).view(4, 1)])
+    assert pool.num_classes == 2 and pool.num_entries == 4
+    retrieval = pool.retrieve(torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 1.0]]))
+    assert retrieval.class_ids.tolist() == [0, 1]
+    assert retrieval.prompts[0].flatten().tolist() == [3.0, 2.0]  # entry 3 (class 0), entry 2 (class 1)
+    torch.testing.assert_close(
+        retrieval.class_similarity, pool.class_similarity(torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 1.0]]))
+    )
+    pool.remove_class(0)
+    assert pool.num_classes == 1 and pool.prompts[0].flatten().tolist() == [0.0, 2.0]
+    with pytest.raises(ValueError, match="2 entries"):
+        pool.set_entries(torch.tensor([0, 0, 1]), keys[:3], [torch.zeros(3, 1)])

@@ -408,14 +408,10 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             images: ``(N, 3, H, W)`` pre-processed normal images of the class.
 
         Returns:
-            ``(keys (E, D), [prompt_i (E, *shape_i)], counts (E,))`` with ``E = slots_per_class`` entries.
+            ``(keys (E, D), [prompt_i (E, *shape_i)], counts (E,))`` with the pool's ``entries_per_class`` entries
+            (PNPT: one class mean; OneNIP: ``prompts_per_class`` images).
         """
         raise NotImplementedError
-
-    @property
-    def slots_per_class(self) -> int:
-        """Prompt-pool entries per class (PNPT: one class mean; OneNIP: ``prompts_per_class`` images)."""
-        return 1
 
     @torch.no_grad()
     def add_class(
@@ -473,8 +469,8 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             own.append(similarity[:, index])
         # The unknown-class bound needs how close other classes come to the new one; their validation images
         # are not at hand, so their pool keys (class means / prompt images) stand for them.
-        pool, slots = self.model.prompt_pool, self.slots_per_class
-        others = pool.class_similarity(pool.keys[: index * slots], slots)[:, index]
+        pool = self.model.prompt_pool
+        others = pool.class_similarity(pool.keys[: index * pool.entries_per_class])[:, index]
         self.post_processor.append_class(torch.cat(scores), torch.cat(maps), torch.cat(own), others)
         self.train(was_training)
         retrieved = float((torch.cat(class_ids) == index).float().mean())
@@ -501,8 +497,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             msg = "Cannot remove the model's only class."
             raise ValueError(msg)
         index = self.prompt_categories.index(name)
-        slots = self.slots_per_class
-        self.model.prompt_pool.remove(range(index * slots, (index + 1) * slots))
+        self.model.prompt_pool.remove_class(index)
         if self.post_processor.num_classes:
             self.post_processor.remove_class(index)
         self.prompt_categories.pop(index)

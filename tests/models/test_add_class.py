@@ -49,7 +49,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
         "retrieved_share": 1.0,
     }
     assert model.prompt_categories == ["a", "b", "c", "grey"]
-    assert model.model.prompt_pool.num_classes == 4 * model.slots_per_class
+    assert model.model.prompt_pool.num_classes == 4
     assert model.post_processor.num_classes == 4
     # New parts of the new class are retrieved as it ...
     assert _retrieved(model, _grey_images(4, seed=9)) == ["grey"] * 4
@@ -72,7 +72,7 @@ def test_remove_then_add_back_restores_retrieval(name: str) -> None:
     model = calibrated_model(name)
     model.remove_class("b")
     assert model.prompt_categories == ["a", "c"]
-    assert model.model.prompt_pool.num_classes == 2 * model.slots_per_class
+    assert model.model.prompt_pool.num_classes == 2
     assert model.post_processor.num_classes == 2
     assert _retrieved(model, class_images([0, 2])) == ["a", "c"]
     model.add_class("b", class_images([1] * 6, seed=3))
@@ -80,7 +80,7 @@ def test_remove_then_add_back_restores_retrieval(name: str) -> None:
     # Replacing keeps one entry per class.
     model.add_class("b", class_images([1] * 6, seed=6))
     assert model.prompt_categories == ["a", "c", "b"]
-    assert model.model.prompt_pool.num_classes == 3 * model.slots_per_class
+    assert model.model.prompt_pool.num_classes == 3
     with pytest.raises(KeyError, match="not in the model"):
         model.remove_class("zzz")
 

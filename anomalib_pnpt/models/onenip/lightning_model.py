@@ -30,10 +30,8 @@ CLI:
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,9 +43,9 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
-from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.lr_schedule import validate_schedule
+from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
@@ -231,67 +229,29 @@ class OneNip(PromptedAnomalyModule):
         batches: Iterable[tuple[torch.Tensor, torch.Tensor, Sequence[str]]],
         num_classes: int | None = None,
     ) -> None:
-        """Choose the prompt images of every class and fill the pool and the training-prompt bank.
+        """Choose every class's prompt images and fill the pool and the training-prompt bank.
 
-        One pass over the training data: per class, the sum of pooled keys (for the class mean) and a bank
-        of up to ``training_prompts_per_class`` images chosen by a hash of their path — so the choice does
-        not depend on the loader's order and every DDP rank picks the same images. The inference prompts
-        are the ``prompts_per_class`` bank images closest (cosine) to their class's mean key.
+        The rule is :mod:`~anomalib_pnpt.models.onenip.prompt_selection`'s.
 
         Args:
-            batches: Pre-processed ``(images, class_ids, paths)`` training batches (the callback supplies them).
+            batches: Pre-processed ``(images, class_ids, paths)`` training batches.
             num_classes: Number of classes; ``None`` means 1.
         """
-        num_classes = num_classes or 1
-        k = self.model.prompts_per_class
-        capacity = max(self.model.training_prompts_per_class, k)
-        key_sums: torch.Tensor | None = None
-        counts = torch.zeros(num_classes)
-        banks: list[list[tuple[int, str, torch.Tensor, torch.Tensor]]] = [[] for _ in range(num_classes)]
+        selection = PromptSelection(
+            num_classes or 1, self.model.prompts_per_class, self.model.training_prompts_per_class
+        )
         for images, class_ids, paths in batches:
             features = self._clean_features(images, paths)
-            keys = self.model.global_key(features).cpu()
-            if key_sums is None:
-                key_sums = torch.zeros(num_classes, keys.shape[1])
-            ids = class_ids.cpu().long()
-            key_sums.index_add_(0, ids, keys)
-            counts.index_add_(0, ids, torch.ones(len(ids)))
-            for row, (class_id, path) in enumerate(zip(ids.tolist(), paths, strict=True)):
-                # max-heap by hash (negated): keeps the ``capacity`` smallest hashes
-                entry = (-zlib.crc32(str(path).encode()), str(path), keys[row], features[row].cpu())
-                if len(banks[class_id]) < capacity:
-                    heapq.heappush(banks[class_id], entry)
-                elif entry[0] > banks[class_id][0][0]:
-                    heapq.heapreplace(banks[class_id], entry)
-        if key_sums is None:
-            msg = "No training batch to build the prompt pool from."
-            raise RuntimeError(msg)
-        prompt_ids, prompt_features, bank_ids, bank_features = [], [], [], []
-        for class_id, heap in enumerate(banks):
-            if len(heap) < k:
-                msg = f"Class {class_id} has {len(heap)} training images; {k} prompt images are needed."
-                raise RuntimeError(msg)
-            bank = sorted(heap, key=lambda entry: entry[1])  # by path, deterministic
-            mean_key = key_sums[class_id] / counts[class_id]
-            similarity = F.cosine_similarity(torch.stack([e[2] for e in bank]), mean_key[None], dim=1)
-            for index in similarity.argsort(descending=True)[:k].tolist():
-                prompt_ids.append(class_id)
-                prompt_features.append(bank[index][3])
-            bank_ids += [class_id] * len(bank)
-            bank_features += [e[3] for e in bank]
+            selection.add(class_ids, self.model.global_key(features), features, paths)
+        chosen = selection.choose()
         device = self.device
         self.model.set_prompts(
-            torch.tensor(prompt_ids, device=device),
-            torch.stack(prompt_features).to(device),
-            num_classes,
-            training_features=torch.stack(bank_features).to(device),
-            training_class_ids=torch.tensor(bank_ids, device=device),
+            chosen.prompt_class_ids.to(device),
+            chosen.prompt_features.to(device),
+            num_classes or 1,
+            training_features=chosen.bank_features.to(device),
+            training_class_ids=chosen.bank_class_ids.to(device),
         )
-
-    @property
-    def slots_per_class(self) -> int:
-        """``prompts_per_class`` pool entries per class."""
-        return self.model.prompts_per_class
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -312,7 +272,7 @@ class OneNip(PromptedAnomalyModule):
             raise ValueError(msg)
         features = torch.cat([self.model.extract_features(chunk) for chunk in images.split(batch_size)])
         keys = self.model.global_key(features)
-        chosen = F.cosine_similarity(keys, keys.mean(0, keepdim=True), dim=1).argsort(descending=True)[:k]
+        chosen = closest_to_mean(keys, keys.mean(0), k)
         return keys[chosen], [features[chosen]], torch.ones(k)
 
     def prompt_pool_ready(self) -> bool:

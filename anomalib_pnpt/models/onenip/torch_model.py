@@ -16,7 +16,7 @@ from a label.
 
 The pool holds ``prompts_per_class`` images per class (default 1, as the paper): the training images
 whose pooled feature is closest to their class's mean (a typical, not a random, image), each a separate
-retrieval slot. Training additionally keeps a bank of up to ``training_prompts_per_class`` images per
+pool entry. Training additionally keeps a bank of up to ``training_prompts_per_class`` images per
 class in memory (not in checkpoints) to draw the random same-class prompts from.
 
 Example:
@@ -55,7 +55,7 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.prompt_pool import PromptPool
+from anomalib_pnpt.prompt_pool import PromptPool, Retrieval
 
 PROMPT_MODES = ("dynamic", "static", "none")
 
@@ -138,7 +138,7 @@ class OneNipModel(nn.Module):
         self.use_restoration = use_restoration
         self.noise_scale = noise_scale
 
-        self.prompt_pool = PromptPool(num_prompts=1)
+        self.prompt_pool = PromptPool(num_prompts=1, entries_per_class=prompts_per_class)
         # Random-prompt bank for training only: rebuilt when training starts, never saved.
         self.register_buffer("training_prompts", torch.zeros(0), persistent=False)
         self.register_buffer("training_prompt_counts", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -192,18 +192,10 @@ class OneNipModel(nn.Module):
             training_features: ``(T, C, h, w)`` features of the training-prompt bank (default: the prompts).
             training_class_ids: ``(T,)`` their classes.
         """
-        k = self.prompts_per_class
-        slots = torch.empty_like(class_ids)
-        for class_id in range(num_classes):  # slot = class * k + rank within the class
-            members = (class_ids == class_id).nonzero().flatten()
-            if len(members) != k:
-                msg = f"Class {class_id} has {len(members)} prompt images, expected {k}."
-                raise ValueError(msg)
-            slots[members] = class_id * k + torch.arange(k, device=class_ids.device)
-        pool = self.prompt_pool
-        pool.begin(num_classes * k, features.shape[1], [features.shape[1:]])
-        pool.accumulate(slots, self.global_key(features), [features])
-        pool.finish()
+        if int(class_ids.max()) + 1 != num_classes:
+            msg = f"Prompt images of {int(class_ids.max()) + 1} classes given for {num_classes} classes."
+            raise ValueError(msg)
+        self.prompt_pool.set_entries(class_ids, self.global_key(features), [features])
         if training_features is None or training_class_ids is None:
             training_features, training_class_ids = features, class_ids
         self.set_training_prompts(training_class_ids, training_features, num_classes)
@@ -219,17 +211,16 @@ class OneNipModel(nn.Module):
         self.training_prompts = bank
         self.training_prompt_counts = counts.to(features.device)
 
-    def retrieve_prompts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Most similar pool prompt by cosine similarity of keys: ``(class_ids (B,), prompts (B, C, h, w))``."""
+    def retrieve_prompts(self, features: torch.Tensor) -> Retrieval:
+        """The most similar pool prompt (cosine of keys): its class and features, and every class's similarity."""
         self.prompt_pool.check_built()
-        slots, (prompts,) = self.prompt_pool.retrieve(self.global_key(features))
-        return torch.div(slots, self.prompts_per_class, rounding_mode="floor"), prompts
+        return self.prompt_pool.retrieve(self.global_key(features))
 
     def training_prompt_features(self, class_ids: torch.Tensor) -> torch.Tensor:
         """Prompts for training samples of classes ``class_ids`` according to ``prompt_mode``."""
         if self.prompt_mode == "static":
-            slots = class_ids * self.prompts_per_class
-            return self.prompt_pool.prompts[0][slots]
+            first_entries = class_ids * self.prompt_pool.entries_per_class  # entries are grouped by class
+            return self.prompt_pool.prompts[0][first_entries]
         if self.training_prompts.numel() == 0:
             msg = "The training-prompt bank is empty: build the prompt pool (the model does when training starts)."
             raise RuntimeError(msg)
@@ -309,10 +300,11 @@ class OneNipModel(nn.Module):
         reconstruction = self.reconstruct(features, self.inference_prompts(features)[1])
         return self.anomaly_map_generator.reconstruction_error(features, reconstruction, images.shape[-2:])
 
-    def inference_prompts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Retrieved class and prompt (``None`` prompt in ``"none"`` mode, class still retrieved)."""
-        class_ids, prompts = self.retrieve_prompts(features)
-        return class_ids, (None if self.prompt_mode == "none" else prompts)
+    def inference_prompts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Retrieved class, prompt (``None`` in ``"none"`` mode, class still retrieved) and ``(B, C)`` similarity."""
+        retrieval = self.retrieve_prompts(features)
+        prompt = None if self.prompt_mode == "none" else retrieval.prompts[0]
+        return retrieval.class_ids, prompt, retrieval.class_similarity
 
     def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor]:
         """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
@@ -321,8 +313,7 @@ class OneNipModel(nn.Module):
             ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
         """
         features = self.extract_features(images)
-        class_ids, prompts = self.inference_prompts(features)
-        similarity = self.prompt_pool.class_similarity(self.global_key(features), self.prompts_per_class)
+        class_ids, prompts, similarity = self.inference_prompts(features)
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])

@@ -38,7 +38,7 @@ from anomalib_pnpt.backbones import FrozenFeatureExtractor
 from anomalib_pnpt.models.pnpt.anomaly_map import PnptAnomalyMap
 from anomalib_pnpt.models.pnpt.components import CscdLayer, HierarchicalPatchEmbedding, SaceLayer
 from anomalib_pnpt.models.pnpt.loss import DualCosineLoss
-from anomalib_pnpt.prompt_pool import PromptPool
+from anomalib_pnpt.prompt_pool import PromptPool, Retrieval
 
 
 class PnptModel(nn.Module):
@@ -133,8 +133,8 @@ class PnptModel(nn.Module):
         """Length of the global coding for these features."""
         return sum(level.shape[1] for level in features)
 
-    def retrieve_prior(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Retrieve the nearest class's normality features ``F_prior`` by the input's global coding."""
+    def retrieve_prior(self, features: Sequence[torch.Tensor]) -> Retrieval:
+        """Retrieve the nearest class and its normality features ``F_prior`` by the input's global coding."""
         self.prompt_pool.check_built()
         return self.prompt_pool.retrieve(self.global_coding(features))
 
@@ -171,7 +171,7 @@ class PnptModel(nn.Module):
 
     def training_loss(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Reconstruction loss (Eq. 7) of a batch of training features."""
-        prior = self.retrieve_prior(features)[1] if self.use_prior else None
+        prior = self.retrieve_prior(features).prompts if self.use_prior else None
         prior_reconstruction, self_reconstruction = self.reconstruct(features, prior)
         return self.loss(features, prior_reconstruction, self_reconstruction)
 
@@ -182,8 +182,7 @@ class PnptModel(nn.Module):
             ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
         """
         features = self.extract_features(images)
-        class_ids, prior = self.retrieve_prior(features)
-        similarity = self.prompt_pool.class_similarity(self.global_coding(features))
+        class_ids, prior, similarity = self.retrieve_prior(features)
         prior_reconstruction, self_reconstruction = self.reconstruct(features, prior if self.use_prior else None)
         anomaly_map, score = self.anomaly_map_generator(
             features, prior_reconstruction, self_reconstruction, image_size=images.shape[-2:]

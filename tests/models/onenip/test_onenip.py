@@ -205,5 +205,5 @@ def test_ablation_switches_take_their_component_out(switch: dict) -> None:
     assert (not torch.allclose(output.anomaly_map, perturbed.anomaly_map)) == (switch.get("prompt_mode") != "none")
     # every pool slot's own prompt retrieves that slot's class
     prompts = net.prompt_pool.prompts[0]
-    retrieved, _ = net.retrieve_prompts(prompts)
+    retrieved = net.retrieve_prompts(prompts).class_ids
     assert retrieved.tolist() == [slot // net.prompts_per_class for slot in range(len(prompts))]

@@ -89,7 +89,7 @@ def _normal_test_map(model: Pnpt, images: torch.Tensor) -> torch.Tensor:
     net = model.model.eval()
     with torch.no_grad():
         features = net.extract_features(images)
-        _, prior = net.retrieve_prior(features)
+        prior = net.retrieve_prior(features).prompts
         prior_reconstruction, self_reconstruction = net.reconstruct(features, prior)
         anomaly_map, _ = net.anomaly_map_generator(
             features, prior_reconstruction, self_reconstruction, images.shape[-2:]
