@@ -51,11 +51,11 @@ from anomalib_pnpt.models.onenip.components import (
     EncoderLayer,
     LearnedPositionEmbedding,
     NeighborMask,
-    PositionalAttention,
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval
+from anomalib_pnpt.transformer_blocks import ResidualAttention
 
 PROMPT_MODES = ("dynamic", "static", "none")
 
@@ -153,7 +153,7 @@ class OneNipModel(nn.Module):
         self.decoder = nn.ModuleList(
             BidirectionalDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_decoder_layers)
         )
-        self.final_attention = PositionalAttention(hidden_dim, num_heads, dropout)
+        self.final_attention = ResidualAttention(hidden_dim, num_heads, dropout, residual_dropout=dropout)
         if prompt_mode == "none":
             self.learned_prompt = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_dim))
             nn.init.trunc_normal_(self.learned_prompt, std=0.02)

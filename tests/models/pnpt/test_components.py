@@ -143,8 +143,8 @@ def test_sace_streams_in_one_batch_equal_separate_encoding() -> None:
     layer = SaceLayer(dim=32, num_heads=4, ffn_dim=64).eval()
     prior, own, semantic = torch.rand(3, 16, 32), torch.rand(3, 16, 32), torch.rand(3, 5, 32)
     r_prior, r_self, _ = layer(prior, own, semantic)
-    torch.testing.assert_close(r_self, layer.encoder(torch.cat([own, semantic], dim=1))[:, :16])
-    torch.testing.assert_close(r_prior, layer.encoder(torch.cat([prior, semantic], dim=1))[:, :16])
+    torch.testing.assert_close(r_self, layer.encode(torch.cat([own, semantic], dim=1))[:, :16])
+    torch.testing.assert_close(r_prior, layer.encode(torch.cat([prior, semantic], dim=1))[:, :16])
 
 
 def test_cscd_output_depends_on_condition() -> None:

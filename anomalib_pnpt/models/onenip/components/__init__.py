@@ -5,19 +5,12 @@
 
 from anomalib_pnpt.models.onenip.components.neighbor_mask import NeighborMask, neighbor_mask
 from anomalib_pnpt.models.onenip.components.position_embedding import LearnedPositionEmbedding
-from anomalib_pnpt.models.onenip.components.transformer import (
-    BidirectionalDecoderLayer,
-    EncoderLayer,
-    FeedForwardBlock,
-    PositionalAttention,
-)
+from anomalib_pnpt.models.onenip.components.transformer import BidirectionalDecoderLayer, EncoderLayer
 
 __all__ = [
     "BidirectionalDecoderLayer",
     "EncoderLayer",
-    "FeedForwardBlock",
     "LearnedPositionEmbedding",
     "NeighborMask",
-    "PositionalAttention",
     "neighbor_mask",
 ]

@@ -10,8 +10,11 @@ and take an optional additive attention mask (the neighbour mask).
   prompt image (batch-concatenated, no mixing between them).
 - :class:`BidirectionalDecoderLayer` (Eq. 3): (a) prompt tokens attend to the image tokens; (b) FFN on the
   prompt stream; (c) image tokens attend to the updated prompt tokens. Both attentions are masked.
-- After the last decoder layer a final, unmasked prompt-to-image attention (:class:`PositionalAttention`)
-  produces the prompt stream from which the query's features are reconstructed.
+- After the last decoder layer a final, unmasked prompt-to-image attention produces the prompt stream from
+  which the query's features are reconstructed.
+
+The blocks themselves (attention with positions on queries and keys, ReLU FFN, dropout on the residual
+branches) are the shared :mod:`anomalib_pnpt.transformer_blocks`.
 
 Example:
     >>> import torch
@@ -27,53 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class PositionalAttention(nn.Module):
-    """``LN(q + Dropout(MHA(q + pos, k + pos, k)))``: attention whose queries and keys carry positions.
-
-    Args:
-        dim: Token width.
-        num_heads: Attention heads.
-        dropout: Dropout on the attention weights and the residual branch.
-    """
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        memory: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Attend from ``query (B, L, C)`` to ``memory (B, L, C)``; ``pos (L, C)``; ``mask (L, L)`` additive."""
-        attended = self.attention(query + pos, memory + pos, memory, attn_mask=mask, need_weights=False)[0]
-        return self.norm(query + self.dropout(attended))
-
-
-class FeedForwardBlock(nn.Module):
-    """``LN(x + Dropout(W2 Dropout(ReLU(W1 x))))``.
-
-    Args:
-        dim: Token width.
-        ffn_dim: Hidden width (OneNIP: 1024).
-        dropout: Dropout rate.
-    """
-
-    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim), nn.Dropout(dropout)
-        )
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Apply the residual FFN."""
-        return self.norm(tokens + self.ffn(tokens))
+from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward
 
 
 class EncoderLayer(nn.Module):
@@ -88,8 +45,8 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.self_attention = PositionalAttention(dim, num_heads, dropout)
-        self.ffn = FeedForwardBlock(dim, ffn_dim, dropout)
+        self.self_attention = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encode ``tokens (B, L, C)``."""
@@ -108,9 +65,9 @@ class BidirectionalDecoderLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.prompt_to_image = PositionalAttention(dim, num_heads, dropout)
-        self.prompt_ffn = FeedForwardBlock(dim, ffn_dim, dropout)
-        self.image_to_prompt = PositionalAttention(dim, num_heads, dropout)
+        self.prompt_to_image = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
+        self.prompt_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
+        self.image_to_prompt = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
 
     def forward(
         self,

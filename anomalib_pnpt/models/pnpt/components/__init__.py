@@ -5,13 +5,10 @@
 
 from anomalib_pnpt.models.pnpt.components.cscd import CscdLayer
 from anomalib_pnpt.models.pnpt.components.hpe import HierarchicalPatchEmbedding, sincos_position_embedding
-from anomalib_pnpt.models.pnpt.components.sace import CrossAttentionBlock, EncoderBlock, FeedForward, SaceLayer
+from anomalib_pnpt.models.pnpt.components.sace import SaceLayer
 
 __all__ = [
-    "CrossAttentionBlock",
     "CscdLayer",
-    "EncoderBlock",
-    "FeedForward",
     "HierarchicalPatchEmbedding",
     "SaceLayer",
     "sincos_position_embedding",

@@ -15,13 +15,19 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
-from anomalib_pnpt.models.pnpt.components.sace import EncoderBlock
+from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward, rename_state_keys
+
+# Checkpoints written before the blocks were shared with OneNIP (anomalib_pnpt/transformer_blocks.py).
+EARLIER_KEYS = {"self_attention.": "condition_attention.", "ffn.": "ffn.ffn.", "norm.": "ffn.norm."}
 
 
-class CscdLayer(EncoderBlock):
-    """One CSCD layer: the post-LN encoder block of SACE with the attention pointed at the condition.
+class CscdLayer(nn.Module):
+    """One CSCD layer: cross-attention from the patch tokens to the condition, then the FFN, both post-LN.
 
     Args:
         dim: Token width ``C``.
@@ -30,6 +36,16 @@ class CscdLayer(EncoderBlock):
         dropout: Dropout in attention and FFN.
     """
 
-    def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        """Decode ``tokens (B, L, C)`` conditioned on ``condition (B, N, C)``."""
-        return super().forward(tokens, memory=condition)
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.condition_attention = ResidualAttention(dim, num_heads, dropout)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+
+    def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Decode ``tokens (B, L, C)`` conditioned on ``condition (B, N, C)`` (Eq. 5)."""
+        return self.ffn(self.condition_attention(tokens, condition))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if f"{prefix}norm.weight" in state_dict:  # an earlier checkpoint: its keys, renamed
+            rename_state_keys(state_dict, prefix, EARLIER_KEYS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

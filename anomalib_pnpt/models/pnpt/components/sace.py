@@ -33,45 +33,21 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward, rename_state_keys
 
-class FeedForward(nn.Sequential):
-    """Transformer FFN: Linear -> GELU -> Dropout -> Linear -> Dropout."""
-
-    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
-        super().__init__(
-            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
-        )
-
-
-class CrossAttentionBlock(nn.Module):
-    """``LN(CAM(q, kv) + q)``: multi-head attention with a residual and post-layer-norm."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Attend from ``query`` to ``memory``."""
-        return self.norm(self.attention(query, memory, memory, need_weights=False)[0] + query)
-
-
-class EncoderBlock(nn.Module):
-    """Post-LN transformer encoder block (Eq. 3): ``X = LN(SA(X) + X); X = LN(FFN(X) + X)``."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.self_attention = CrossAttentionBlock(dim, num_heads, dropout)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode ``tokens``; with ``memory`` the attention is cross-attention to it (CSCD, Eq. 5)."""
-        tokens = self.self_attention(tokens, tokens if memory is None else memory)
-        return self.norm(self.ffn(tokens) + tokens)
+# Checkpoints written before the blocks were shared with OneNIP (anomalib_pnpt/transformer_blocks.py).
+EARLIER_KEYS = {
+    "encoder.self_attention.": "self_attention.",
+    "encoder.ffn.": "ffn.ffn.",
+    "encoder.norm.": "ffn.norm.",
+    "semantic_ffn.": "semantic_ffn.ffn.",
+    "semantic_norm.": "semantic_ffn.norm.",
+}
 
 
 class SaceLayer(nn.Module):
@@ -86,11 +62,17 @@ class SaceLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.encoder = EncoderBlock(dim, num_heads, ffn_dim, dropout)
-        self.align_prior = CrossAttentionBlock(dim, num_heads, dropout)
-        self.align_self = CrossAttentionBlock(dim, num_heads, dropout)
-        self.semantic_ffn = FeedForward(dim, ffn_dim, dropout)
-        self.semantic_norm = nn.LayerNorm(dim)
+        # Eq. 3: the post-LN encoder block (self-attention + FFN), shared by both streams.
+        self.self_attention = ResidualAttention(dim, num_heads, dropout)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+        # Eq. 4: the second-order cross-attention of the semantic tokens, then their FFN.
+        self.align_prior = ResidualAttention(dim, num_heads, dropout)
+        self.align_self = ResidualAttention(dim, num_heads, dropout)
+        self.semantic_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The encoder block of Eq. 3: ``X = LN(SA(X) + X); X = LN(FFN(X) + X)``."""
+        return self.ffn(self.self_attention(tokens, tokens))
 
     def forward(
         self,
@@ -109,19 +91,24 @@ class SaceLayer(nn.Module):
             ``(R_prior, R_self, E_S(l))``.
         """
         if semantic is None:
-            return (self.encoder(prior) if prior is not None else None), self.encoder(own), None
+            return (self.encode(prior) if prior is not None else None), self.encode(own), None
         count = semantic.shape[1]
         if prior is None:
-            encoded_self = self.encoder(torch.cat([own, semantic], dim=1))
+            encoded_self = self.encode(torch.cat([own, semantic], dim=1))
             return None, encoded_self[:, :-count], encoded_self[:, -count:]
         # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
         # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
-        encoded_self, encoded_prior = self.encoder(
+        encoded_self, encoded_prior = self.encode(
             torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
         ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
         r_self, semantic_self = encoded_self[:, :-count], encoded_self[:, -count:]
         r_prior, semantic_prior = encoded_prior[:, :-count], encoded_prior[:, -count:]
         aligned_prior = self.align_prior(semantic_prior, semantic_self)  # R'_S(p), Eq. 4 first line
         fused = self.align_self(semantic_self, aligned_prior)  # Z, Eq. 4 second line
-        fused = self.semantic_norm(self.semantic_ffn(fused) + fused)  # E_S(l), Eq. 4 third line
+        fused = self.semantic_ffn(fused)  # E_S(l) = LN(FFN(Z) + Z), Eq. 4 third line
         return r_prior, r_self, fused
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if f"{prefix}encoder.norm.weight" in state_dict:  # an earlier checkpoint: its keys, renamed
+            rename_state_keys(state_dict, prefix, EARLIER_KEYS)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
