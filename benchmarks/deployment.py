@@ -49,7 +49,6 @@ import torch
 import yaml
 from anomalib.data import InferenceBatch
 from anomalib.engine import Engine
-from harness import build_model, import_class
 from invocation import data_root
 from lightning.pytorch import Callback
 from torch.nn import functional as F  # noqa: N812
@@ -57,6 +56,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.deploy import read_model
 from anomalib_pnpt.evaluation import auroc, average_precision, f1_score
+from anomalib_pnpt.model_factory import build_model, import_class
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
 REPO = Path(__file__).resolve().parents[1]
