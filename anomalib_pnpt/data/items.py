@@ -103,7 +103,7 @@ class MultiClassImageBatch(ImageBatch):
         Example:
             >>> stock = ImageBatch(image=torch.rand(2, 3, 8, 8))
             >>> converted = MultiClassImageBatch.from_batch(stock)
-            >>> converted.image is stock.image, converted.pred_category_id
+            >>> torch.equal(converted.image, stock.image), converted.pred_category_id
             (True, None)
         """
         if isinstance(batch, cls):
