@@ -189,10 +189,10 @@ class Pnpt(PromptedAnomalyModule):
         """Build the CS-NPP from ``(images, class_ids, paths)`` batches of pre-processed training images.
 
         Args:
-            batches: Pre-processed training batches (the callback supplies them).
+            batches: Pre-processed training batches (``PromptPoolMixin.fill_prompt_pool`` supplies them).
             num_classes: Number of classes; ``None`` means 1 (single-class data).
             reduce_across_ranks: Every rank got a different share of the batches: sum over ranks before
-                dividing (the callback sets it under DDP).
+                dividing (``fill_prompt_pool`` sets it under DDP).
         """
         pool = self.model.prompt_pool
         started = False
