@@ -248,8 +248,7 @@ class PromptPool(nn.Module):
         similarity = self.entry_similarity(keys)
         entries = similarity.argmax(dim=-1)
         class_ids = torch.div(entries, self.entries_per_class, rounding_mode="floor")
-        class_similarity = similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
-        return Retrieval(class_ids, [buffer[entries] for buffer in self.prompts], class_similarity)
+        return Retrieval(class_ids, [buffer[entries] for buffer in self.prompts], self._per_class(similarity))
 
     def entry_similarity(self, keys: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every query to every entry, ``(B, E)``.
@@ -271,7 +270,11 @@ class PromptPool(nn.Module):
         Returns:
             ``(B, C)`` similarities.
         """
-        return self.entry_similarity(keys).unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
+        return self._per_class(self.entry_similarity(keys))
+
+    def _per_class(self, entry_similarity: torch.Tensor) -> torch.Tensor:
+        """``(B, E)`` similarities to entries -> ``(B, C)``: each class's most similar entry."""
+        return entry_similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
