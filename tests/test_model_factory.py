@@ -6,13 +6,7 @@
 from __future__ import annotations
 
 from anomalib_pnpt.model_factory import build_model
-
-PADIM = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.1", "blocks.2"],
-    "pre_trained": False,
-    "n_features": 20,
-}
+from tests.tiny_models import PADIM
 
 
 def test_stock_models_get_their_backbones_pre_processing_and_weights() -> None:

@@ -15,14 +15,9 @@ import pytest
 import yaml
 
 from anomalib_pnpt.evaluation import METRICS
+from tests.tiny_models import PADIM
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PADIM = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.1", "blocks.2"],
-    "pre_trained": False,
-    "n_features": 20,
-}
 
 
 def _anomalib_pnpt(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:

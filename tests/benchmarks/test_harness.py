@@ -16,14 +16,9 @@ import yaml
 from harness import HarnessJob, build_datamodule, run_job, summarise, write_results
 
 from anomalib_pnpt.evaluation import METRICS
+from tests.tiny_models import PADIM
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PADIM = {
-    "backbone": "tf_efficientnet_lite0",
-    "layers": ["blocks.1", "blocks.2"],
-    "pre_trained": False,
-    "n_features": 20,
-}
 
 
 @pytest.mark.slow
