@@ -64,7 +64,7 @@ def main() -> None:
         }
         torch.manual_seed(0)
         module = build_model(config["model"]["class_path"], init_args)
-        images = module.pre_processor.transform(_images(shared / "industrial", init_args["image_size"]))
+        images = module.pre_processor.transform(_images(shared / "industrial", module.hparams["image_size"]))
         class_ids = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
         module.build_prompt_pool([(images, class_ids, [f"{i}.png" for i in range(8)])], num_classes=2)
         module.train()

@@ -29,10 +29,16 @@ def test_config_arguments_bind_to_the_constructor(config: Path, section: str) ->
     signature.bind(None, **entry.get("init_args", {}))
 
 
-def test_lineside_config_differs_from_the_cpu_config_only_in_depth() -> None:
+def test_lineside_config_differs_from_the_cpu_config_only_in_its_preset() -> None:
     """The latency-sized PNPT is the accuracy-benchmarked CPU model with fewer SACE/CSCD pairs."""
+    from anomalib_pnpt.models.pnpt.presets import PRESETS
+
     folder = CONFIGS[0].parent
     cpu = yaml.safe_load((folder / "pnpt_cpu.yaml").read_text())
     lineside = yaml.safe_load((folder / "pnpt_cpu_lineside.yaml").read_text())
-    assert lineside["model"]["init_args"].pop("num_layers") < cpu["model"]["init_args"].pop("num_layers")
+    presets = cpu["model"]["init_args"].pop("preset"), lineside["model"]["init_args"].pop("preset")
+    assert presets == ("cpu", "lineside")
     assert lineside == cpu
+    cpu_preset, lineside_preset = dict(PRESETS["cpu"]), dict(PRESETS["lineside"])
+    assert lineside_preset.pop("num_layers") < cpu_preset.pop("num_layers")
+    assert lineside_preset == cpu_preset

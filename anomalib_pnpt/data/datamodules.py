@@ -191,7 +191,8 @@ class MultiClassDataModule(AnomalibDataModule, ABC):
 
     normal_test_dirs: tuple[str, ...] = ("good",)
 
-    def __init__(
+    # Many arguments: anomalib's datamodule arguments, flat for its CLI, plus the multi-class ones.
+    def __init__(  # noqa: PLR0913
         self,
         root: str | Path,
         categories: Sequence[str] | None = None,
@@ -418,7 +419,8 @@ class MultiClassFolder(MultiClassDataModule):
         ...                               mask_dir="masks")  # doctest: +SKIP
     """
 
-    def __init__(
+    # Many arguments: anomalib's datamodule arguments, flat for its CLI, plus the multi-class ones.
+    def __init__(  # noqa: PLR0913
         self,
         root: str | Path,
         normal_dir: str = "good",

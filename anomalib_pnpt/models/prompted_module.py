@@ -79,7 +79,8 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
     # Epochs when the trainer is given no length (see training_length.TrainingLength): the paper's recipe.
     default_max_epochs: int = 300
 
-    def __init__(
+    # Many arguments: the arguments every prompted model shares with anomalib's AnomalibModule.
+    def __init__(  # noqa: PLR0913
         self,
         backbone: str,
         image_size: int,

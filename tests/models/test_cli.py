@@ -21,19 +21,13 @@ from anomalib_pnpt.prediction_writer import read_predictions
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 JSONL = "predictions.jsonl"
-# Per model: its CPU config, arguments that make it tiny, and the same model arguments for ``predict``
-# (which takes the model from the command line, not from the config).
+# Per model: its CPU config, arguments that make it tiny, and the config's preset for ``predict`` and ``export``
+# (which take the model from the command line, not from the config).
 MODELS = {
     "Pnpt": (
         "configs/pnpt_cpu.yaml",
         {"image_size": "128", "hidden_dim": "32", "num_layers": "1"},
-        {
-            "backbone": "tf_efficientnet_lite2",
-            "num_semantic_tokens": "20",
-            "ffn_dim": "512",
-            "scale_projection": "joint",
-            "noise_target": "patch",
-        },
+        {"preset": "cpu"},
     ),
     "OneNip": (
         "configs/onenip_cpu.yaml",
@@ -45,7 +39,7 @@ MODELS = {
             "num_decoder_layers": "1",
             "texture_dir": "null",
         },
-        {"backbone": "tf_efficientnet_lite2", "ffn_dim": "512"},
+        {"preset": "cpu"},
     ),
 }
 

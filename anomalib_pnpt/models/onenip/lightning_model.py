@@ -19,7 +19,7 @@ Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
     >>> from anomalib_pnpt import OneNip  # doctest: +SKIP
     >>> from anomalib_pnpt.data import MultiClassMVTecAD  # doctest: +SKIP
-    >>> model = OneNip(backbone="tf_efficientnet_lite2", texture_dir="../shared/data/dtd")  # doctest: +SKIP
+    >>> model = OneNip(preset="cpu", texture_dir="../shared/data/dtd")  # doctest: +SKIP
     >>> engine = Engine(max_epochs=20)  # doctest: +SKIP
     >>> engine.fit(model, datamodule=MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
 
@@ -45,12 +45,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
+from anomalib_pnpt.models.onenip.presets import PRESETS
 from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.pre_processing import backbone_normalization
+from anomalib_pnpt.presets import arguments_of, resolve_preset
 from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 
 logger = logging.getLogger(__name__)
@@ -59,41 +61,44 @@ logger = logging.getLogger(__name__)
 class OneNip(PromptedAnomalyModule):
     """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
 
-    Every argument is plain data. Defaults are the paper's settings; open choices are documented in the
-    model's README and in :class:`OneNipModel`.
+    Every argument is plain data. ``preset`` chooses the defaults of the arguments that default to ``None``
+    (``"paper"`` or ``"cpu"``; see :mod:`anomalib_pnpt.models.onenip.presets`); an explicit value wins, and
+    checkpoints record the resolved values. The network's arguments (``backbone`` ... ``dice_per_image``) are
+    :class:`OneNipModel`'s, documented there; open choices are in the model's README.
 
     Args:
-        backbone: timm backbone (paper: ``efficientnet_b4``; offline: ``tf_efficientnet_lite2``).
-        layers: Feature indices resized to stride 16 and concatenated (paper: stages 1-4).
-        pre_trained: Load ImageNet backbone weights.
-        weights_path: Local backbone weights for hub backbones on an offline machine.
-        image_size: Input side (paper: 224).
-        hidden_dim: Token width (paper: 256).
-        num_heads: Attention heads (paper: 8).
-        num_encoder_layers: Encoder depth (paper: 4).
-        num_decoder_layers: Decoder depth (paper: 4).
-        ffn_dim: FFN width (paper: 1024).
-        dropout: Dropout (paper: 0.1).
-        neighbor_size: Neighbour-mask window (default feature size // 2); 0 disables it.
-        noise_scale: Feature-jitter strength (paper: 20).
-        prompt_mode: ``"dynamic"`` (paper), ``"static"`` or ``"none"`` (Table 4a ablation).
-        prompts_per_class: Prompt images per class in the inference pool (paper: 1).
-        training_prompts_per_class: Images per class kept to draw random training prompts from.
-        use_restoration: Restoration stream on synthetic anomalies (Table 4a ablation).
-        use_refiner: Refiner and its map (Table 4a ablation; needs the restoration stream).
-        refiner_channels: Refiner width (paper: 128).
-        alpha: Refiner weight in the map (paper: 0.5).
-        score_pool: Average-pool side before the image-score maximum (paper: 16).
-        dice_weight: Weight of the Dice loss (paper: 0.5).
-        dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
+        preset: Named defaults: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128).
+        backbone: See :class:`OneNipModel` (preset).
+        layers: See :class:`OneNipModel`.
+        pre_trained: See :class:`OneNipModel`.
+        weights_path: See :class:`OneNipModel`.
+        image_size: See :class:`OneNipModel` (preset).
+        hidden_dim: See :class:`OneNipModel` (preset).
+        num_heads: See :class:`OneNipModel`.
+        num_encoder_layers: See :class:`OneNipModel` (preset).
+        num_decoder_layers: See :class:`OneNipModel` (preset).
+        ffn_dim: See :class:`OneNipModel` (preset).
+        dropout: See :class:`OneNipModel`.
+        neighbor_size: See :class:`OneNipModel`.
+        noise_scale: See :class:`OneNipModel`.
+        prompt_mode: See :class:`OneNipModel` (Table 4a ablation).
+        prompts_per_class: See :class:`OneNipModel`.
+        training_prompts_per_class: See :class:`OneNipModel`.
+        use_restoration: See :class:`OneNipModel` (Table 4a ablation).
+        use_refiner: See :class:`OneNipModel` (Table 4a ablation).
+        refiner_channels: See :class:`OneNipModel`.
+        alpha: See :class:`OneNipModel`.
+        score_pool: See :class:`OneNipModel`.
+        dice_weight: See :class:`OneNipModel`.
+        dice_per_image: See :class:`OneNipModel`.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
             colours are a shortcut on grey parts).
         synthetic_refresh_epochs: Epochs each training image's synthetic copy (and its backbone features) is
-            reused before a new one is made (paper: 1, a new copy every step; see ``synthetic_bank.py``).
+            reused before a new one is made (preset; paper: 1, a new copy every step; see ``synthetic_bank.py``).
         calibration_images: Normal training images used to calibrate the refiner scale.
-        learning_rate: AdamW learning rate (paper: 1e-4).
+        learning_rate: AdamW learning rate (preset; paper: 1e-4).
         weight_decay: AdamW weight decay (paper: 1e-4).
         gradient_clip: Gradient-norm clipping (paper: 0.1).
         lr_drop_fraction: Learning rate x0.1 after this fraction of the epochs (paper: 800 of 1000).
@@ -108,26 +113,28 @@ class OneNip(PromptedAnomalyModule):
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
         seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
         rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
             (e.g. resuming on new data).
-            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
 
     # The official recipe: 1000 epochs, learning rate x0.1 at epoch 800 (see training_length.TrainingLength).
     default_max_epochs = 1000
 
-    def __init__(
+    # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
+    def __init__(  # noqa: PLR0913
         self,
-        backbone: str = "efficientnet_b4",
+        preset: str = "paper",
+        backbone: str | None = None,
         layers: Sequence[int] = (0, 1, 2, 3),
         pre_trained: bool = True,
         weights_path: str | None = None,
-        image_size: int = 224,
-        hidden_dim: int = 256,
+        image_size: int | None = None,
+        hidden_dim: int | None = None,
         num_heads: int = 8,
-        num_encoder_layers: int = 4,
-        num_decoder_layers: int = 4,
-        ffn_dim: int = 1024,
+        num_encoder_layers: int | None = None,
+        num_decoder_layers: int | None = None,
+        ffn_dim: int | None = None,
         dropout: float = 0.1,
         neighbor_size: int | None = None,
         noise_scale: float = 20.0,
@@ -144,9 +151,9 @@ class OneNip(PromptedAnomalyModule):
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,
-        synthetic_refresh_epochs: int = 1,
+        synthetic_refresh_epochs: int | None = None,
         calibration_images: int = 256,
-        learning_rate: float = 1e-4,
+        learning_rate: float | None = None,
         weight_decay: float = 1e-4,
         gradient_clip: float = 0.1,
         lr_drop_fraction: float = 0.8,
@@ -161,9 +168,11 @@ class OneNip(PromptedAnomalyModule):
         seed: int | None = None,
         rebuild_prompt_pool: bool = False,
     ) -> None:
+        arguments = resolve_preset(PRESETS, preset, locals())
+        backbone = arguments["backbone"]
         super().__init__(
             backbone=backbone,
-            image_size=image_size,
+            image_size=arguments["image_size"],
             cache_features=cache_features,
             feature_cache_mb=feature_cache_mb,
             feature_id=f"onenip:{backbone}:{list(layers)}:{pre_trained}:{weights_path}",
@@ -174,38 +183,16 @@ class OneNip(PromptedAnomalyModule):
             seed=seed,
             rebuild_prompt_pool=rebuild_prompt_pool,
         )
-        self.learning_rate = learning_rate
+        # The checkpoint keeps the values the preset resolved to, not only its name.
+        self.hparams.update({name: arguments[name] for name in PRESETS[preset]})
+        self.learning_rate = arguments["learning_rate"]
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
         self.lr_drop_fraction = lr_drop_fraction
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
-        self.model = OneNipModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            image_size=image_size,
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            num_encoder_layers=num_encoder_layers,
-            num_decoder_layers=num_decoder_layers,
-            ffn_dim=ffn_dim,
-            dropout=dropout,
-            neighbor_size=neighbor_size,
-            noise_scale=noise_scale,
-            prompt_mode=prompt_mode,
-            prompts_per_class=prompts_per_class,
-            training_prompts_per_class=training_prompts_per_class,
-            use_restoration=use_restoration,
-            use_refiner=use_refiner,
-            refiner_channels=refiner_channels,
-            alpha=alpha,
-            score_pool=score_pool,
-            dice_weight=dice_weight,
-            dice_per_image=dice_per_image,
-        )
+        self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(
             texture_dir=texture_dir,
@@ -215,7 +202,7 @@ class OneNip(PromptedAnomalyModule):
             grey_texture_probability=grey_texture_probability,
         )
         # Synthetic copies and their features, reused for ``synthetic_refresh_epochs`` epochs (1: the paper).
-        self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, synthetic_refresh_epochs)
+        self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, arguments["synthetic_refresh_epochs"])
         self._calibrated_at_step = -1
         self.synthesis_seconds = 0.0  # time spent generating synthetic anomalies (measured, logged)
 

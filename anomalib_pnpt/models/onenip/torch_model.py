@@ -90,7 +90,8 @@ class OneNipModel(nn.Module):
         dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
     """
 
-    def __init__(
+    # Many arguments: the network's arguments, each documented once, here.
+    def __init__(  # noqa: PLR0913
         self,
         backbone: str = "efficientnet_b4",
         layers: Sequence[int] = (0, 1, 2, 3),

@@ -16,7 +16,7 @@ Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
     >>> from anomalib_pnpt import Pnpt  # doctest: +SKIP
     >>> from anomalib_pnpt.data import MultiClassMVTecAD  # doctest: +SKIP
-    >>> model = Pnpt(backbone="tf_efficientnet_lite2", hidden_dim=256)  # doctest: +SKIP
+    >>> model = Pnpt(preset="cpu", hidden_dim=256)  # doctest: +SKIP
     >>> engine = Engine(max_epochs=30)  # doctest: +SKIP
     >>> engine.fit(model, datamodule=MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
 
@@ -40,8 +40,10 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
+from anomalib_pnpt.models.pnpt.presets import PRESETS
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
+from anomalib_pnpt.presets import arguments_of, resolve_preset
 
 logger = logging.getLogger(__name__)
 
@@ -49,31 +51,33 @@ logger = logging.getLogger(__name__)
 class Pnpt(PromptedAnomalyModule):
     """PNPT: Prior Normality Prompt Transformer for multi-class anomaly detection.
 
-    Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). The
-    defaults are the paper's settings; the choices the paper leaves open are documented in the model's
-    README and in :class:`PnptModel`.
+    Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). ``preset``
+    chooses the defaults of the arguments that default to ``None`` (``"paper"``, ``"cpu"``, ``"lineside"``; see
+    :mod:`anomalib_pnpt.models.pnpt.presets`); an explicit value wins, and checkpoints record the resolved values.
+    The network's arguments (``backbone`` ... ``use_cscd``) are :class:`PnptModel`'s, documented there; the choices
+    the paper leaves open are in the model's README.
 
     Args:
-        backbone: timm backbone (paper: ``wide_resnet50_2``; offline: ``tf_efficientnet_lite2``).
-        layers: Backbone feature indices (paper: first three stages).
-        pre_trained: Load ImageNet backbone weights.
-        weights_path: Local backbone weights for hub backbones on an offline machine.
-        image_size: Input side (paper: 256).
-        hidden_dim: Token width ``C`` (paper: 760).
-        num_semantic_tokens: ``N`` (paper: 40).
-        num_heads: Attention heads (paper: 8).
-        num_layers: ``M`` SACE/CSCD pairs (paper: 4).
-        ffn_dim: FFN width (paper: not given; default ``4 * hidden_dim``).
-        dropout: Attention/FFN dropout.
-        patch_sizes: HPE patch sizes (default: growing so all levels reach the coarsest grid).
-        noise_scale: HPE feature-jitter strength during training.
-        scale_projection: HPE scale merge: ``"per_scale"`` (paper Sec. III-C: each scale to its slice of ``C``)
-            or ``"joint"`` (one linear map over all scales' patch vectors).
-        noise_target: Where the jitter goes: ``"embedding"`` (paper: on ``E``) or ``"patch"`` (patch vectors).
-        fusion_weight: Prior stream weight in the fused map (Eq. 8).
-        sigma: Gaussian smoothing of the anomaly map.
-        score_top_k: Image score = mean of the top-k map pixels; ``None`` = max.
-        learning_rate: AdamW learning rate (paper: 1e-4).
+        preset: Named defaults: ``"paper"`` (WRN50, C = 760), ``"cpu"`` (offline Lite2, C = 128) or ``"lineside"``.
+        backbone: See :class:`PnptModel` (preset).
+        layers: See :class:`PnptModel` (preset).
+        pre_trained: See :class:`PnptModel`.
+        weights_path: See :class:`PnptModel`.
+        image_size: Input side (preset; paper: 256).
+        hidden_dim: See :class:`PnptModel` (preset).
+        num_semantic_tokens: See :class:`PnptModel` (preset).
+        num_heads: See :class:`PnptModel`.
+        num_layers: See :class:`PnptModel` (preset).
+        ffn_dim: See :class:`PnptModel`.
+        dropout: See :class:`PnptModel`.
+        patch_sizes: See :class:`PnptModel`.
+        noise_scale: See :class:`PnptModel`.
+        scale_projection: See :class:`PnptModel` (preset).
+        noise_target: See :class:`PnptModel` (preset).
+        fusion_weight: See :class:`PnptModel`.
+        sigma: See :class:`PnptModel`.
+        score_top_k: See :class:`PnptModel`.
+        learning_rate: AdamW learning rate (preset; paper: 1e-4).
         weight_decay: AdamW weight decay.
         lr_schedule: ``"constant"`` (the paper gives none), ``"step"`` or ``"warmup_cosine"``
             (see :mod:`anomalib_pnpt.lr_schedule`).
@@ -82,44 +86,46 @@ class Pnpt(PromptedAnomalyModule):
         cache_features: Reuse training images' backbone features across epochs.
         feature_cache_mb: Memory bound of that cache in MiB (default 8 GiB; beyond it, features are computed
             every epoch, with one warning).
-        use_hpe: Ablation: ``False`` = last backbone level only.
-        use_prior: Ablation: ``False`` = single stream, no CS-NPP.
-        use_semantic_tokens: Ablation: ``False`` = no SACE semantic tokens.
-        use_cscd: Ablation: ``False`` = no CSCD.
+        use_hpe: See :class:`PnptModel` (ablation).
+        use_prior: See :class:`PnptModel` (ablation).
+        use_semantic_tokens: See :class:`PnptModel` (ablation).
+        use_cscd: See :class:`PnptModel` (ablation).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
         seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
+            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
         rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
             (e.g. resuming on new data).
-            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
     """
 
     # The CS-NPP is a class mean: under DDP each rank sums a share of the images and the sums are reduced.
     prompt_pool_splits_across_ranks = True
 
-    def __init__(
+    # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
+    def __init__(  # noqa: PLR0913
         self,
-        backbone: str = "wide_resnet50_2",
-        layers: Sequence[int] = (1, 2, 3),
+        preset: str = "paper",
+        backbone: str | None = None,
+        layers: Sequence[int] | None = None,
         pre_trained: bool = True,
         weights_path: str | None = None,
-        image_size: int = 256,
-        hidden_dim: int = 760,
-        num_semantic_tokens: int = 40,
+        image_size: int | None = None,
+        hidden_dim: int | None = None,
+        num_semantic_tokens: int | None = None,
         num_heads: int = 8,
-        num_layers: int = 4,
+        num_layers: int | None = None,
         ffn_dim: int | None = None,
         dropout: float = 0.0,
         patch_sizes: Sequence[int] | None = None,
         noise_scale: float = 20.0,
-        scale_projection: str = "per_scale",
-        noise_target: str = "embedding",
+        scale_projection: str | None = None,
+        noise_target: str | None = None,
         fusion_weight: float = 0.5,
         sigma: float = 4.0,
         score_top_k: int | None = None,
-        learning_rate: float = 1e-4,
+        learning_rate: float | None = None,
         weight_decay: float = 1e-4,
         lr_schedule: str = "constant",
         warmup_steps: int = 0,
@@ -137,12 +143,14 @@ class Pnpt(PromptedAnomalyModule):
         seed: int | None = None,
         rebuild_prompt_pool: bool = False,
     ) -> None:
+        arguments = resolve_preset(PRESETS, preset, locals())
+        backbone, layers = arguments["backbone"], list(arguments["layers"])
         super().__init__(
             backbone=backbone,
-            image_size=image_size,
+            image_size=arguments["image_size"],
             cache_features=cache_features,
             feature_cache_mb=feature_cache_mb,
-            feature_id=f"{backbone}:{list(layers)}:{pre_trained}:{weights_path}:{use_hpe}",
+            feature_id=f"{backbone}:{layers}:{pre_trained}:{weights_path}:{use_hpe}",
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
@@ -150,34 +158,14 @@ class Pnpt(PromptedAnomalyModule):
             seed=seed,
             rebuild_prompt_pool=rebuild_prompt_pool,
         )
-        self.learning_rate = learning_rate
+        # The checkpoint keeps the values the preset resolved to, not only its name.
+        self.hparams.update({name: arguments[name] for name in PRESETS[preset]})
+        self.learning_rate = arguments["learning_rate"]
         self.weight_decay = weight_decay
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.gradient_clip = gradient_clip
-        self.model = PnptModel(
-            backbone=backbone,
-            layers=layers,
-            pre_trained=pre_trained,
-            weights_path=weights_path,
-            hidden_dim=hidden_dim,
-            num_semantic_tokens=num_semantic_tokens,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            ffn_dim=ffn_dim,
-            dropout=dropout,
-            patch_sizes=patch_sizes,
-            noise_scale=noise_scale,
-            scale_projection=scale_projection,
-            noise_target=noise_target,
-            fusion_weight=fusion_weight,
-            sigma=sigma,
-            score_top_k=score_top_k,
-            use_hpe=use_hpe,
-            use_prior=use_prior,
-            use_semantic_tokens=use_semantic_tokens,
-            use_cscd=use_cscd,
-        )
+        self.model = PnptModel(**arguments_of(PnptModel, arguments))
 
     @torch.no_grad()
     def build_prompt_pool(

@@ -69,7 +69,8 @@ class PnptModel(nn.Module):
         use_cscd: Ablation switch.
     """
 
-    def __init__(
+    # Many arguments: the network's arguments, each documented once, here.
+    def __init__(  # noqa: PLR0913
         self,
         backbone: str = "wide_resnet50_2",
         layers: Sequence[int] = (1, 2, 3),
