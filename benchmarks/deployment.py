@@ -34,6 +34,7 @@ Everything the run trains or exports stays under ``<output>/jobs`` (ignored by g
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -187,10 +188,12 @@ def calibration_rows(
     resized; masks threshold the resized map at the normalised pixel threshold.
     """
     post = model.post_processor
+    # The comparison's global-threshold twin is a copy with the same statistics: the model's own stays as trained.
+    global_post = copy.deepcopy(post)
+    global_post.per_class = False
     results = {}
-    for mode, per_class in (("global", False), ("per_class", True)):  # per-class last: its output is returned
-        post.per_class = per_class
-        calibrated = post(InferenceBatch(pred_score=out["raw_score"], anomaly_map=out["raw_map"]), out["class_id"])
+    for mode, processor in (("global", global_post), ("per_class", post)):  # per-class last: its output is returned
+        calibrated = processor(InferenceBatch(pred_score=out["raw_score"], anomaly_map=out["raw_map"]), out["class_id"])
         maps = _resize(calibrated.anomaly_map, out["mask"].shape[-2:])
         results[mode] = (calibrated.pred_label.reshape(-1), maps > post.normalized_pixel_threshold)
         calibrated = InferenceBatch(pred_score=calibrated.pred_score, anomaly_map=maps)
