@@ -168,6 +168,7 @@ class OneNip(PromptedAnomalyModule):
         seed: int | None = None,
         rebuild_prompt_pool: bool = False,
     ) -> None:
+        # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
         arguments = resolve_preset(PRESETS, preset, locals())
         backbone = arguments["backbone"]
         super().__init__(

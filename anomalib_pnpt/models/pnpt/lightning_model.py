@@ -143,6 +143,7 @@ class Pnpt(PromptedAnomalyModule):
         seed: int | None = None,
         rebuild_prompt_pool: bool = False,
     ) -> None:
+        # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
         arguments = resolve_preset(PRESETS, preset, locals())
         backbone, layers = arguments["backbone"], list(arguments["layers"])
         super().__init__(
