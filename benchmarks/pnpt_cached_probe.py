@@ -99,8 +99,13 @@ def load_or_extract(cache_path: Path, root: Path | None = None) -> dict:
     return cache
 
 
-def evaluate(model: PnptModel, cache: dict, prior_only: bool = False) -> dict[str, tuple[float, float]]:
-    """Image and pixel AUROC (percent) per class on the cached test features."""
+def evaluate(
+    model: PnptModel, cache: dict, prior_only: bool = False, priors: dict[str, list[torch.Tensor]] | None = None
+) -> dict[str, tuple[float, float]]:
+    """Image and pixel AUROC (percent) per class on the cached test features.
+
+    ``priors`` (per class, per level, one map per test image) replaces the prior the pool retrieves.
+    """
     model.eval()
     results = {}
     with torch.no_grad():
@@ -109,7 +114,10 @@ def evaluate(model: PnptModel, cache: dict, prior_only: bool = False) -> dict[st
             scores, maps = [], []
             for start in range(0, len(data["labels"]), 32):
                 features = [level[start : start + 32] for level in data["features"]]
-                prior = model.retrieve_prior(features).prompts
+                if priors is None:
+                    prior = model.retrieve_prior(features).prompts
+                else:
+                    prior = [level[start : start + 32] for level in priors[category]]
                 if prior_only:  # Eq. 8 with F_fuse* = the retrieved prior (no reconstruction)
                     reconstructions = (None, prior)
                 else:

@@ -21,19 +21,18 @@ On the cached features of ``benchmarks/pnpt_cached_probe.py`` (unified three cla
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from invocation import command_line
-from pnpt_cached_probe import CLASSES, CPU_CONFIG, SIZE, load_or_extract
+from pnpt_cached_probe import CLASSES, CPU_CONFIG, evaluate, load_or_extract, rows_of
 
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 
@@ -91,40 +90,6 @@ def priors(cache: dict, memory: dict, split: str) -> dict:
     return result
 
 
-@torch.no_grad()
-def evaluate(model: PnptModel, cache: dict, test_priors: dict, prior_only: bool) -> dict[str, tuple[float, float]]:
-    """Image and pixel AUROC per class (pixels subsampled 4x4), raw scores."""
-    model.eval()
-    results = {}
-    for category in CLASSES:
-        data = cache[category, "test"]
-        scores, maps = [], []
-        for start in range(0, len(data["labels"]), 32):
-            features = [level[start : start + 32] for level in data["features"]]
-            prior = [level[start : start + 32] for level in test_priors[category]]
-            reconstructions = (None, prior) if prior_only else model.reconstruct(features, prior)
-            anomaly_map, score = model.anomaly_map_generator(features, *reconstructions, image_size=(SIZE, SIZE))
-            scores.append(score)
-            maps.append(anomaly_map[..., ::4, ::4])
-        masks = data["masks"][..., ::4, ::4].flatten().numpy()
-        results[category] = (
-            100 * roc_auc_score(data["labels"].numpy(), torch.cat(scores).numpy()),
-            100 * roc_auc_score(masks, torch.cat(maps).flatten().numpy()),
-        )
-    model.train()
-    return results
-
-
-def rows_of(name: str, epoch: int, seconds: float, results: dict) -> list[dict]:
-    """Per-class and mean rows of one evaluation."""
-    rows = [
-        {"variant": name, "epoch": epoch, "train_s": round(seconds), "category": c, "image_AUROC": i, "pixel_AUROC": p}
-        for c, (i, p) in results.items()
-    ]
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in ("image_AUROC", "pixel_AUROC")}
-    return [*rows, {**rows[0], "category": "mean", **mean}]
-
-
 def main() -> None:
     """Build the memories and priors, score the prior alone, train PNPT on it, write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -141,8 +106,10 @@ def main() -> None:
     train_priors, test_priors = priors(cache, memory, "train"), priors(cache, memory, "test")
     prior_seconds = time.perf_counter() - start
     torch.manual_seed(0)
-    model = PnptModel(**{**CPU_CONFIG, "pre_trained": False, **__import__("json").loads(args.variant)})
-    rows = rows_of("nearest-patch prior alone", 0, prior_seconds, evaluate(model, cache, test_priors, True))
+    model = PnptModel(**{**CPU_CONFIG, "pre_trained": False, **json.loads(args.variant)})
+    rows = rows_of(
+        "nearest-patch prior alone", 0, prior_seconds, evaluate(model, cache, prior_only=True, priors=test_priors)
+    )
     print(rows[-1], flush=True)
     features = [torch.cat([cache[c, "train"]["features"][i] for c in CLASSES]) for i in range(3)]
     prior = [torch.cat([train_priors[c][i] for c in CLASSES]) for i in range(3)]
@@ -162,7 +129,7 @@ def main() -> None:
             "PNPT on the nearest-patch prior",
             epoch,
             time.perf_counter() - start,
-            evaluate(model, cache, test_priors, False),
+            evaluate(model, cache, priors=test_priors),
         )
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
