@@ -16,6 +16,10 @@ batch (8) and evaluation as ``benchmarks/pnpt_cached_probe.py``; each variant ch
 - ``dropout bottleneck``: Dinomaly's noisy bottleneck: dropout (p 0.2) on both streams' embeddings instead of the
   Gaussian jitter, as an anti-identity device.
 - ``warm-up + cosine, clip``: lr 1e-3 with 100 warm-up steps, cosine decay to a tenth, gradient-norm clip 0.1.
+- ``loose``: Dinomaly's grouped ("loose") reconstruction: the scales form ONE group, and each stream's loss is one
+  cosine distance between the concatenations of all scales' flattened maps (target and reconstruction) instead of
+  a sum of one distance per scale, so no single scale is held to an exact match (with hard mining's gradient
+  weights per map point, as in Dinomaly).
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ from invocation import command_line
 from pnpt_cached_probe import build, evaluate, load_or_extract, rows_of
 
 
-def hard_mining_loss(quantile: float, factor: float):  # noqa: ANN201
-    """Eq. 7 with the gradients of each map's easy points (point ``1 - cos`` below ``quantile``) times ``factor``."""
+def hard_mining_loss(quantile: float, factor: float, loose: bool = False):  # noqa: ANN201
+    """Eq. 7 with the gradients of each map's easy points (point ``1 - cos`` below ``quantile``) times ``factor``.
+
+    With ``loose``, each stream's term is one cosine over the concatenated scales (Dinomaly's grouping).
+    """
 
     def scaled(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -58,9 +65,13 @@ def hard_mining_loss(quantile: float, factor: float):  # noqa: ANN201
         for stream in (prior_reconstruction, self_reconstruction):
             if stream is None:
                 continue
-            for target, reconstruction in zip(targets, stream, strict=True):
-                hooked = scaled(reconstruction, target)
-                total = total + (1 - F.cosine_similarity(target.flatten(1), hooked.flatten(1), dim=1)).mean()
+            hooked = [scaled(r, t).flatten(1) for t, r in zip(targets, stream, strict=True)]
+            flat = [t.flatten(1) for t in targets]
+            if loose:
+                total = total + (1 - F.cosine_similarity(torch.cat(flat, 1), torch.cat(hooked, 1), dim=1)).mean()
+            else:
+                for target, reconstruction in zip(flat, hooked, strict=True):
+                    total = total + (1 - F.cosine_similarity(target, reconstruction, dim=1)).mean()
         return total
 
     return loss
@@ -87,6 +98,7 @@ VARIANTS = {
     "hard mining (quantile 0.9, factor 0.1)": {"hard_mining": True},
     "hard mining + dropout bottleneck": {"hard_mining": True, "dropout": 0.2},
     "hard mining + warm-up + cosine, clip": {"hard_mining": True, "schedule": True},
+    "hard mining + loose (one group of all scales)": {"hard_mining": True, "loose": True},
 }
 
 
@@ -97,7 +109,7 @@ def run(name: str, recipe: dict, cache: dict, epochs: int, report: Callable[[lis
     if recipe.get("dropout"):
         model.hpe.noise_scale = 0.0
         model.hpe = DropoutEmbedding(model.hpe, recipe["dropout"])
-    loss_fn = hard_mining_loss(0.9, 0.1) if recipe.get("hard_mining") else model.loss
+    loss_fn = hard_mining_loss(0.9, 0.1, recipe.get("loose", False)) if recipe.get("hard_mining") else model.loss
     parameters = [p for n, p in model.named_parameters() if not n.startswith("feature_extractor")]
     lr = 1e-3 if recipe.get("schedule") else 5e-4
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-4)

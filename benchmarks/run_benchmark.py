@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--root", default=None, help="dataset root (overrides the config)")
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--accelerator", default=None, help="Lightning accelerator (overrides the config)")
     parser.add_argument("--resume", action="store_true", help="reuse the rows of jobs that already finished")
     parser.add_argument("--models", default=None, help="comma-separated model names of the config to run (default all)")
     parser.add_argument(
@@ -86,7 +87,7 @@ def main() -> int:
                     train_batch_size=spec.get("train_batch_size", config.get("train_batch_size", 16)),
                     eval_batch_size=config.get("eval_batch_size", 16),
                     num_workers=config.get("num_workers", 2),
-                    accelerator=config.get("accelerator", "auto"),
+                    accelerator=args.accelerator or config.get("accelerator", "auto"),
                     output_dir=str(
                         output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
                     ),
