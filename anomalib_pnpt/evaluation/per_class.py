@@ -142,8 +142,25 @@ class PerClassEvaluation(Callback):
         self._buffers: dict[str, list[Any]] = defaultdict(list)
 
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Forget predictions of an earlier test run."""
-        del trainer, pl_module
+        """Forget predictions of an earlier test run; refuse to run after a post-processor.
+
+        Raises:
+            RuntimeError: If an anomalib post-processor comes before this callback in the trainer's list: it
+                replaces the batch's scores with clamped normalised ones in place, so the table would be wrong.
+                Lightning runs the trainer's own callbacks before the model's (anomalib's post-processor is one),
+                so ``Engine(callbacks=[PerClassEvaluation()])`` and the datamodule's attachment are both safe.
+        """
+        del pl_module
+        from anomalib.post_processing import PostProcessor
+
+        order = list(trainer.callbacks)
+        first_post = next((i for i, c in enumerate(order) if isinstance(c, PostProcessor)), None)
+        if first_post is not None and first_post < order.index(self):
+            msg = (
+                "PerClassEvaluation must run before the model's post-processor, which normalises and clamps the "
+                "scores in place: pass it to the Engine/Trainer callbacks, not to the model's callbacks."
+            )
+            raise RuntimeError(msg)
         self._buffers = defaultdict(list)
 
     def on_test_batch_end(

@@ -60,3 +60,14 @@ def test_visualisations_of_classes_do_not_overwrite(tested_run: tuple, demo_root
     written = sorted(p.relative_to(images) for p in images.rglob("*.png"))
     expected = sorted(p.relative_to(demo_root) for p in demo_root.glob("*/test/*/*.png"))
     assert written == expected  # <category>/test/<defect>/<file>: one picture per test image
+
+
+def test_refuses_to_evaluate_after_the_post_processor(demo_root: Path, tmp_path: Path) -> None:
+    """Scores already normalised and clamped would give a wrong table: the order is checked, not assumed."""
+    from anomalib.post_processing import PostProcessor
+    from lightning.pytorch import Trainer
+
+    evaluation = PerClassEvaluation()
+    trainer = Trainer(default_root_dir=tmp_path, callbacks=[PostProcessor(), evaluation], logger=False)
+    with pytest.raises(RuntimeError, match="before the model's post-processor"):
+        evaluation.on_test_start(trainer, Padim(pre_trained=False))
