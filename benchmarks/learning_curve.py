@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,36 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_pnpt.evaluation.per_class import METRICS, evaluate_per_class
+
+
+@torch.no_grad()
+def evaluate_test_set(
+    pl_module: LightningModule, test_loader: Iterable, map_size: int = 128, prepare: bool = True
+) -> pd.DataFrame:
+    """Per-class threshold-free metrics of a model's RAW predictions over a test loader (maps at ``map_size``).
+
+    Leaves the model in eval mode. With ``prepare``, models with evaluation-time calibration (OneNIP's refiner
+    scale) first refresh it from the training data of the trainer they are attached to (``prepare_for_evaluation``).
+    """
+    pl_module.eval()
+    refresh = getattr(pl_module, "prepare_for_evaluation", None)
+    if prepare and callable(refresh):
+        refresh()
+    categories, scores, labels, maps, masks = [], [], [], [], []
+    size = (map_size, map_size)
+    for batch in test_loader:
+        images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
+        output = pl_module.model(images)
+        maps.append(torch.nn.functional.interpolate(output.anomaly_map.float(), size=size, mode="bilinear").cpu())
+        mask = batch.gt_mask.float()[:, None]
+        masks.append(torch.nn.functional.interpolate(mask, size=size, mode="nearest").bool().cpu())
+        scores.append(output.pred_score.float().cpu())
+        labels.append(batch.gt_label.cpu())
+        categories += list(batch.category)
+    table, _ = evaluate_per_class(
+        categories, torch.cat(scores), torch.cat(labels), torch.cat(maps)[:, 0], torch.cat(masks)[:, 0]
+    )
+    return table
 
 
 class LearningCurve(Callback):
@@ -58,29 +88,7 @@ class LearningCurve(Callback):
         evaluation_start = time.perf_counter()
         train_seconds = evaluation_start - self._start
         was_training = pl_module.training
-        pl_module.eval()
-        # Models with evaluation-time calibration (OneNIP's refiner scale) refresh it from training data first.
-        prepare = getattr(pl_module, "prepare_for_evaluation", None)
-        if callable(prepare):
-            prepare()
-        categories, scores, labels, maps, masks = [], [], [], [], []
-        for batch in trainer.datamodule.test_dataloader():
-            images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
-            output = pl_module.model(images)
-            size = (self.map_size, self.map_size)
-            maps.append(torch.nn.functional.interpolate(output.anomaly_map.float(), size=size, mode="bilinear").cpu())
-            mask = batch.gt_mask.float()[:, None]
-            masks.append(torch.nn.functional.interpolate(mask, size=size, mode="nearest").bool().cpu())
-            scores.append(output.pred_score.float().cpu())
-            labels.append(batch.gt_label.cpu())
-            categories += list(batch.category)
-        table, _ = evaluate_per_class(
-            categories,
-            torch.cat(scores),
-            torch.cat(labels),
-            torch.cat(maps)[:, 0],
-            torch.cat(masks)[:, 0],
-        )
+        table = evaluate_test_set(pl_module, trainer.datamodule.test_dataloader(), self.map_size)
         for name, row in table.iterrows():
             self.rows.append(
                 {"epoch": epoch, "train_s": train_seconds, "category": name, **{m: float(row[m]) for m in METRICS}}
