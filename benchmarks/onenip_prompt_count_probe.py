@@ -12,7 +12,7 @@ script loads the checkpoint with ``prompts_per_class = k``, rebuilds the pool fr
 selection rule: the ``k`` bank images closest to the class's mean key) and tests. Test images only measure.
 
 Usage:
-    python benchmarks/onenip_prompt_count_probe.py --checkpoint <OneNip model.ckpt> [--counts 1,4,16,32] \
+    python benchmarks/onenip_prompt_count_probe.py --checkpoint <OneNip model.ckpt> [--counts 1,4,16] \
         [--root DIR] [--output benchmarks/results/onenip_prompt_count_probe]
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
-    parser.add_argument("--counts", default="1,4,16,32", help="prompts per class to try (at most the bank's 32)")
+    parser.add_argument("--counts", default="1,4,16", help="prompts per class (at most the smallest class's images)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/onenip_prompt_count_probe"))
     args = parser.parse_args()
     torch.set_num_threads(2)
