@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from anomalib.post_processing import PostProcessor
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.nn import functional as F  # noqa: N812
 
@@ -151,11 +152,9 @@ class PerClassEvaluation(Callback):
                 so ``Engine(callbacks=[PerClassEvaluation()])`` and the datamodule's attachment are both safe.
         """
         del pl_module
-        from anomalib.post_processing import PostProcessor
-
         order = list(trainer.callbacks)
         first_post = next((i for i, c in enumerate(order) if isinstance(c, PostProcessor)), None)
-        if first_post is not None and first_post < order.index(self):
+        if first_post is not None and self in order and first_post < order.index(self):
             msg = (
                 "PerClassEvaluation must run before the model's post-processor, which normalises and clamps the "
                 "scores in place: pass it to the Engine/Trainer callbacks, not to the model's callbacks."

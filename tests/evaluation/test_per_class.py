@@ -62,7 +62,7 @@ def test_visualisations_of_classes_do_not_overwrite(tested_run: tuple, demo_root
     assert written == expected  # <category>/test/<defect>/<file>: one picture per test image
 
 
-def test_refuses_to_evaluate_after_the_post_processor(demo_root: Path, tmp_path: Path) -> None:
+def test_refuses_to_evaluate_after_the_post_processor(tmp_path: Path) -> None:
     """Scores already normalised and clamped would give a wrong table: the order is checked, not assumed."""
     from anomalib.post_processing import PostProcessor
     from lightning.pytorch import Trainer
