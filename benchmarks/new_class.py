@@ -15,6 +15,9 @@ Usage:
 
 The root ``$DEMO`` is the embedded demo dataset (written to a temporary folder).
 
+With ``--reference-checkpoint`` the all-classes reference is that trained model (it must come from the same
+configuration) instead of one trained here, which saves the longest of the trainings.
+
 With ``--checkpoint`` nothing is trained: each class is removed from that trained model and added back from its
 training images. The network then has seen the class, so this measures what adding costs and what a prompt made
 after training gives against the one made at training time, not how the network generalises to a new product.
@@ -82,6 +85,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's trainer.max_epochs")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=None, help="remove and re-add classes of this model")
+    parser.add_argument(
+        "--reference-checkpoint",
+        type=Path,
+        default=None,
+        help="the all-classes reference: this trained model (same config) instead of training one here",
+    )
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
     epochs = args.epochs or int(config.get("trainer", {}).get("max_epochs", 1))
@@ -91,8 +100,8 @@ def main() -> int:
         root = make_demo_dataset(Path(work) / "demo") if args.root == "$DEMO" else Path(args.root)
         classes = args.classes.split(",") if args.classes else sorted(p.name for p in root.iterdir() if p.is_dir())
         rows: list[dict[str, Any]] = []
-        if args.checkpoint is not None:
-            reference = load_checkpoint_model(args.checkpoint)[0]
+        if args.checkpoint is not None or args.reference_checkpoint is not None:
+            reference = load_checkpoint_model(args.checkpoint or args.reference_checkpoint)[0]
             engine = Engine(accelerator="cpu", default_root_dir=Path(work) / "all", logger=False)
         else:
             reference, engine = _train(config, root, classes, epochs, Path(work) / "all")
@@ -147,6 +156,7 @@ def main() -> int:
         f"Command: `{command_line()}`  ",
         f"Model: `{args.checkpoint or args.config}`"
         + ("" if args.checkpoint else f" init_args, {epochs} epoch(s)")
+        + (f"; all-classes reference: `{args.reference_checkpoint}`" if args.reference_checkpoint else "")
         + f"; data `{args.root}`, classes {classes}.",
         "",
         comparison.round(4).to_markdown(),
