@@ -29,7 +29,6 @@ from invocation import command_line, data_root
 
 from anomalib_pnpt import OneNip
 from anomalib_pnpt.data import MultiClassMVTecAD
-from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import evaluate_test_set
@@ -53,11 +52,10 @@ def main() -> None:
         start = time.perf_counter()
         model.fill_prompt_pool(datamodule)  # the training images only
         pool_seconds = time.perf_counter() - start
-        model.eval()
         # The refiner scale (largest normal S_rec) depends on the prompts: recalibrated on training images, as the
         # model does before every validation.
-        training = pool_dataloader(datamodule.train_dataloader(), limit=model.calibration_images)
-        scale = model.calibrate_refiner_scale(preprocessed_batches(training, model))
+        scale = model.calibrate_refiner_scale_from(datamodule)
+        model.eval()
         table = evaluate_test_set(model, datamodule.test_dataloader(), prepare=False)
         for category, row in table.iterrows():
             setting = {"prompts_per_class": count, "pool_s": round(pool_seconds), "refiner_scale": scale}

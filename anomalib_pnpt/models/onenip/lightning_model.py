@@ -325,21 +325,38 @@ class OneNip(PromptedAnomalyModule):
             self.model.anomaly_map_generator.refiner_scale.fill_(largest)
         return largest
 
+    def calibrate_refiner_scale_from(self, datamodule: Any) -> float:
+        """Set the refiner scale from ``calibration_images`` normal training images of ``datamodule``.
+
+        The images are spread evenly over the training set, so every DDP rank and every run uses the same ones
+        (the shuffled loader's first batches would differ, and so would the scales).
+
+        Args:
+            datamodule: A datamodule whose ``train_dataloader()`` yields normal training images.
+
+        Returns:
+            The new scale.
+
+        Example:
+            >>> model.calibrate_refiner_scale_from(datamodule)  # doctest: +SKIP
+            0.41
+        """
+        was_training = self.training
+        self.eval()
+        images = pool_dataloader(datamodule.train_dataloader(), limit=self.calibration_images)
+        scale = self.calibrate_refiner_scale(preprocessed_batches(images, self))
+        self.train(was_training)
+        logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
+        return scale
+
     def _calibrate_from_training_data(self) -> None:
         if self.model.refiner is None or self._calibrated_at_step == self.trainer.global_step:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             return
-        was_training = self.training
-        self.eval()
-        # The same evenly spread images on every rank and in every run (the shuffled loader's first batches
-        # would differ between DDP ranks, and so would their refiner scales).
-        images = pool_dataloader(datamodule.train_dataloader(), limit=self.calibration_images)
-        scale = self.calibrate_refiner_scale(preprocessed_batches(images, self))
-        self.train(was_training)
+        self.calibrate_refiner_scale_from(datamodule)
         self._calibrated_at_step = self.trainer.global_step
-        logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
 
     def prepare_for_evaluation(self) -> None:
         """Refresh the refiner scale from training data (called by evaluations made during training)."""

@@ -76,6 +76,19 @@ def test_refiner_scale_calibrated_on_training_data(trained: tuple) -> None:
     model.model.anomaly_map_generator.refiner_scale.fill_(scale)
 
 
+def test_refiner_scale_recalibrated_from_a_datamodule_as_after_training(trained: tuple) -> None:
+    """The public entry point (used after a pool is rebuilt) gives the scale training left, from the same images."""
+    model, _, datamodule = trained
+    scale = float(model.model.anomaly_map_generator.refiner_scale)
+    model.model.anomaly_map_generator.refiner_scale.fill_(1.0)
+    model.train()
+    with torch.no_grad():
+        assert model.calibrate_refiner_scale_from(datamodule) == pytest.approx(scale, rel=1e-5)
+    assert model.training  # the caller's mode is kept
+    assert float(model.model.anomaly_map_generator.refiner_scale) == pytest.approx(scale, rel=1e-5)
+    model.eval()
+
+
 def test_the_refiners_map_enters_the_anomaly_map_with_weight_alpha_times_the_scale(trained: tuple) -> None:
     """``S = (1 - alpha) S_rec + alpha s M_hat``: a refiner that is sure everywhere adds ``alpha s``."""
     model, _, _ = trained
