@@ -5,9 +5,10 @@
 
 For every class C of the root (or of ``--classes``): train the model of ``--config`` on the other classes, add
 C with :meth:`~anomalib_pnpt.models.prompted_module.PromptedAnomalyModule.add_class` from C's training images
-(``train/good``; a fifth held out to calibrate it), then test on every class. The same model trained on all
-classes is the reference. Written to ``--output``: per class and model, image AUROC / pixel AUROC / pixel AP /
-PRO and (for C) the seconds ``add_class`` took.
+(``train/good``; a fifth held out to calibrate it), then test on every class. A stock PatchCore config adds C
+its own way: a PatchCore fitted on C's training images alone, its memory bank appended to the model's. The
+same model trained on all classes is the reference. Written to ``--output``: per class and model, image
+AUROC / pixel AUROC / pixel AP / PRO and (for C) the seconds adding it took.
 
 Usage:
     python benchmarks/new_class.py --config configs/pnpt_cpu.yaml [--root DIR] [--classes a,b] [--epochs N] \
@@ -38,17 +39,31 @@ import yaml
 from anomalib.engine import Engine
 from invocation import command_line, data_root
 
-import anomalib_pnpt
 from anomalib_pnpt.class_commands import load_checkpoint_model
 from anomalib_pnpt.data import MultiClassMVTecAD, make_demo_dataset
+from anomalib_pnpt.model_factory import build_model
+from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 
 METRIC_KEYS = ("image_AUROC", "pixel_AUROC", "pixel_AP", "PRO")
 
 
 def _model(config: dict[str, Any]) -> Any:
-    model_config = config["model"]
-    model_class = getattr(anomalib_pnpt, model_config["class_path"].rsplit(".", 1)[-1])
-    return model_class(**model_config.get("init_args", {}))
+    # build_model gives a stock model (PatchCore) its backbone's own normalisation and packaged weights.
+    return build_model(config["model"]["class_path"], config["model"].get("init_args", {}))
+
+
+def _add_to_memory_bank(
+    model: Any, config: dict[str, Any], root: Path, category: str, epochs: int, folder: Path
+) -> dict[str, Any]:
+    """PatchCore's way to add a product: its own one-pass fit on the class's images, the banks concatenated.
+
+    The memory bank is PatchCore's public state (anomalib documents assigning it); the new class's coreset is
+    selected at the configured ratio among its own patches, as a PatchCore fitted on that class alone.
+    """
+    added, _ = _train(config, root, [category], epochs, folder)
+    model.model.memory_bank = torch.cat([model.model.memory_bank, added.model.memory_bank])
+    images = len(list((root / category / "train" / "good").iterdir()))
+    return {"prompt_images": images, "calibration_images": 0, "retrieved_share": None}
 
 
 def _train(config: dict[str, Any], root: Path, classes: list[str], epochs: int, folder: Path) -> tuple[Any, Engine]:
@@ -116,7 +131,11 @@ def main() -> int:
             else:
                 model, engine = _train(config, root, others, epochs, Path(work) / f"without_{left_out}")
             start = time.perf_counter()
-            summary = model.add_class(left_out, root / left_out / "train" / "good")
+            if isinstance(model, PromptedAnomalyModule):
+                summary = model.add_class(left_out, root / left_out / "train" / "good")
+            else:
+                folder = Path(work) / f"only_{left_out}"
+                summary = _add_to_memory_bank(model, config, root, left_out, epochs, folder)
             seconds = time.perf_counter() - start
             print(json.dumps({**summary, "seconds": seconds}), flush=True)
             for category, metrics in _test(model, engine, root, classes).items():
