@@ -115,11 +115,12 @@ def main() -> int:
         root = make_demo_dataset(Path(work) / "demo") if args.root == "$DEMO" else Path(args.root)
         classes = args.classes.split(",") if args.classes else sorted(p.name for p in root.iterdir() if p.is_dir())
         rows: list[dict[str, Any]] = []
+        jobs = args.output / "jobs"  # the trained models are kept (git-ignored) for probes of what adding gave
         if args.checkpoint is not None or args.reference_checkpoint is not None:
             reference = load_checkpoint_model(args.checkpoint or args.reference_checkpoint)[0]
-            engine = Engine(accelerator="cpu", default_root_dir=Path(work) / "all", logger=False)
+            engine = Engine(accelerator="cpu", default_root_dir=jobs / "all", logger=False)
         else:
-            reference, engine = _train(config, root, classes, epochs, Path(work) / "all")
+            reference, engine = _train(config, root, classes, epochs, jobs / "all")
         for category, metrics in _test(reference, engine, root, classes).items():
             rows.append({"model": "all classes", "left_out": None, "category": category, **metrics})
         for left_out in classes:
@@ -127,17 +128,19 @@ def main() -> int:
             if args.checkpoint is not None:
                 model = load_checkpoint_model(args.checkpoint)[0]
                 model.remove_class(left_out)
-                engine = Engine(accelerator="cpu", default_root_dir=Path(work) / f"without_{left_out}", logger=False)
+                engine = Engine(accelerator="cpu", default_root_dir=jobs / f"without_{left_out}", logger=False)
             else:
-                model, engine = _train(config, root, others, epochs, Path(work) / f"without_{left_out}")
+                model, engine = _train(config, root, others, epochs, jobs / f"without_{left_out}")
             start = time.perf_counter()
             if isinstance(model, PromptedAnomalyModule):
                 summary = model.add_class(left_out, root / left_out / "train" / "good")
             else:
-                folder = Path(work) / f"only_{left_out}"
+                folder = jobs / f"only_{left_out}"
                 summary = _add_to_memory_bank(model, config, root, left_out, epochs, folder)
             seconds = time.perf_counter() - start
             print(json.dumps({**summary, "seconds": seconds}), flush=True)
+            if isinstance(model, PromptedAnomalyModule) and args.checkpoint is None:
+                engine.trainer.save_checkpoint(jobs / f"without_{left_out}" / f"{left_out}_added.ckpt")
             for category, metrics in _test(model, engine, root, classes).items():
                 added = category == left_out
                 rows.append(
