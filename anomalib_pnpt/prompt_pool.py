@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Subset
 logger = logging.getLogger(__name__)
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
     """Whether the current forward pass is being traced, compiled or exported."""
     exporting = getattr(torch.compiler, "is_exporting", lambda: False)
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
@@ -74,9 +74,10 @@ class Retrieval(NamedTuple):
 class PromptPool(nn.Module):
     """Per-class keys and prompt feature maps, in buffers, retrieved by cosine similarity.
 
-    Buffers: ``keys (E, D)``, ``prompt_<i> (E, *shape_i)`` per prompt map, ``counts (E,)`` and ``built`` (a 0-d
-    bool), for ``E = C * entries_per_class`` entries ordered by class: PNPT keeps one entry per class (the class
-    mean), OneNIP ``prompts_per_class`` (prompt images).
+    Buffers: ``keys (E, D)``, ``prompt_<i> (E, *shape_i)`` per prompt map, ``counts (E,)``, ``trained (E,)`` and
+    ``built`` (a 0-d bool), for ``E = C * entries_per_class`` entries ordered by class: PNPT keeps one entry per
+    class (the class mean), OneNIP ``prompts_per_class`` (prompt images). ``trained`` says whether the network was
+    trained with the entry's class (a class added afterwards is not: a model may score it differently).
 
     Args:
         num_prompts: Number of prompt maps per entry (e.g. 3 scales).
@@ -89,6 +90,7 @@ class PromptPool(nn.Module):
         self.entries_per_class = entries_per_class
         self.register_buffer("keys", torch.zeros(0, 0))
         self.register_buffer("counts", torch.zeros(0))
+        self.register_buffer("trained", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("built", torch.tensor(False))
         for index in range(num_prompts):
             self.register_buffer(f"prompt_{index}", torch.zeros(0))
@@ -119,6 +121,7 @@ class PromptPool(nn.Module):
         device = self.keys.device
         self.keys = torch.zeros(num_classes, key_dim, device=device)
         self.counts = torch.zeros(num_classes, device=device)
+        self.trained = torch.ones(num_classes, dtype=torch.bool, device=device)  # the pool training builds
         for index, shape in enumerate(prompt_shapes):
             setattr(self, f"prompt_{index}", torch.zeros(num_classes, *shape, device=device))
         self.built = torch.tensor(False, device=device)
@@ -185,23 +188,28 @@ class PromptPool(nn.Module):
         device = self.keys.device
         self.keys = keys[order].to(device).float()
         self.counts = torch.ones(len(order), device=device)
+        self.trained = torch.ones(len(order), dtype=torch.bool, device=device)
         for index, values in enumerate(prompts):
             setattr(self, f"prompt_{index}", values[order].to(device).float())
         self.built = torch.tensor(True, device=device)
 
     @torch.no_grad()
-    def append(self, keys: torch.Tensor, prompts: Sequence[torch.Tensor], counts: torch.Tensor) -> None:
+    def append(
+        self, keys: torch.Tensor, prompts: Sequence[torch.Tensor], counts: torch.Tensor, trained: bool = False
+    ) -> None:
         """Add one class's finished entries (``entries_per_class`` of them) after the existing ones.
 
         Args:
             keys: ``(E, D)`` retrieval keys.
             prompts: Per prompt map, ``(E, *shape_i)``.
             counts: ``(E,)`` images behind each entry.
+            trained: Whether the network was trained with this class (e.g. a trained class given new prompts).
         """
         self.check_built()
         device = self.keys.device
         self.keys = torch.cat([self.keys, keys.to(device).float()])
         self.counts = torch.cat([self.counts, counts.to(device).float()])
+        self.trained = torch.cat([self.trained, torch.full((len(keys),), trained, dtype=torch.bool, device=device)])
         for index, (buffer, values) in enumerate(zip(self.prompts, prompts, strict=True)):
             setattr(self, f"prompt_{index}", torch.cat([buffer, values.to(device).float()]))
 
@@ -214,7 +222,7 @@ class PromptPool(nn.Module):
         """
         keep = torch.ones(self.num_entries, dtype=torch.bool, device=self.keys.device)
         keep[index * self.entries_per_class : (index + 1) * self.entries_per_class] = False
-        self.keys, self.counts = self.keys[keep], self.counts[keep]
+        self.keys, self.counts, self.trained = self.keys[keep], self.counts[keep], self.trained[keep]
         for number, buffer in enumerate(self.prompts):
             setattr(self, f"prompt_{number}", buffer[keep])
 
@@ -224,7 +232,7 @@ class PromptPool(nn.Module):
         Skipped while the model is being traced or exported: the check reads a tensor's value, which a graph
         cannot contain (an exported model is only ever made from a trained one).
         """
-        if _tracing():
+        if is_tracing():
             return
         if not bool(self.built):
             msg = (
@@ -277,6 +285,10 @@ class PromptPool(nn.Module):
         return entry_similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        keys = state_dict.get(prefix + "keys")
+        if prefix + "trained" not in state_dict and keys is not None:
+            # A checkpoint from before the flag: its classes are taken as the ones the network trained with.
+            state_dict[prefix + "trained"] = torch.ones(keys.shape[0], dtype=torch.bool)
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
         for name, buffer in list(self._buffers.items()):
             saved = state_dict.get(prefix + name)
@@ -310,6 +322,7 @@ class PromptPoolMixin(ABC):
     prompt_pool_splits_across_ranks: ClassVar[bool] = False
     rebuild_prompt_pool: bool = False
     prompt_categories: list[str]
+    trained_categories: list[str]
 
     @property
     @abstractmethod
@@ -379,6 +392,7 @@ class PromptPoolMixin(ABC):
         self.build_prompt_pool(preprocessed_batches(loader, self), num_classes=num_classes, **reduction)
         if categories:
             self.prompt_categories = list(categories)
+            self.trained_categories = list(categories)  # the classes the network is (about to be) trained with
         pool = self.prompt_pool
         logger.info(
             "Prompt pool built: %d classes, %d entries of %s images",

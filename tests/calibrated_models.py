@@ -38,6 +38,7 @@ def calibrated_model(name: str) -> torch.nn.Module:
     images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
     model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
     model.prompt_categories = ["a", "b", "c"]
+    model.trained_categories = ["a", "b", "c"]  # as training's pool building records them
     model.eval()
     # Calibrate the per-class post-processor (as validation would) at the median, so that the exported
     # graph's per-class normalisation and thresholding produce both labels.

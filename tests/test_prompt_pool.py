@@ -68,6 +68,22 @@ def test_state_dict_round_trip_resizes_empty_pool() -> None:
     assert torch.equal(fresh.prompts[0], pool.prompts[0])
 
 
+def test_pool_marks_which_classes_the_network_trained_with() -> None:
+    ids, keys, maps = _data()
+    pool = _build(ids, keys, maps)
+    assert pool.trained.tolist() == [True, True, True]  # built for training
+    pool.append(keys[:1], [maps[:1]], torch.ones(1))  # added afterwards: not trained on
+    pool.append(keys[1:2], [maps[1:2]], torch.ones(1), trained=True)
+    assert pool.trained.tolist() == [True, True, True, False, True]
+    pool.remove_class(1)
+    assert pool.trained.tolist() == [True, True, False, True]
+    # A checkpoint from before the flag: its classes count as trained.
+    old = {name: value for name, value in pool.state_dict().items() if name != "trained"}
+    fresh = PromptPool(num_prompts=1)
+    fresh.load_state_dict(old)
+    assert fresh.trained.tolist() == [True] * 4
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -110,6 +110,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
         self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
         self.prompt_categories: list[str] = []
+        self.trained_categories: list[str] = []  # the classes the network was trained with (add_class keeps it)
         # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
         self._retrieval_hits: list[torch.Tensor] = []
         self._warned_unseen: set[str] = set()
@@ -428,7 +429,9 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         rule (:meth:`class_prompt_entries`), and its per-class normalisation and thresholds are calibrated on
         held-out images of it (every ``1 / calibration_share``-th image, at least two), as validation does for
         the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
-        it moves to the last index). Exports of the model contain the class.
+        it moves to the last index). Exports of the model contain the class. The pool marks whether the network
+        was trained with the class (``trained_categories``); a model may score a class it never trained on its
+        own way (PNPT: by its prior alone, see :class:`~anomalib_pnpt.models.pnpt.torch_model.PnptModel`).
 
         Args:
             name: Class name (what predictions report).
@@ -458,7 +461,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         self.eval()
         device = self.device
         keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
-        self.model.prompt_pool.append(keys, prompts, counts)
+        self.model.prompt_pool.append(keys, prompts, counts, trained=name in self.trained_categories)
         self.prompt_categories.append(name)
         index = len(self.prompt_categories) - 1
         scores, maps, class_ids, own = [], [], [], []
@@ -514,14 +517,17 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         return torch.cat([self.pre_processor.transform(t) for t in tensors])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also save the class names of the prompt pool."""
+        """Also save the class names of the prompt pool and those the network was trained with."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["prompt_categories"] = list(self.prompt_categories)
+        checkpoint["trained_categories"] = list(self.trained_categories)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the class names of the prompt pool."""
+        """Restore the class names of the prompt pool and those the network was trained with."""
         super().on_load_checkpoint(checkpoint)
         self.prompt_categories = list(checkpoint.get("prompt_categories", []))
+        # Checkpoints from before the list: their classes are taken as the trained ones (as the pool's flags are).
+        self.trained_categories = list(checkpoint.get("trained_categories", self.prompt_categories))
 
     @property
     def learning_type(self) -> LearningType:

@@ -85,6 +85,47 @@ def test_remove_then_add_back_restores_retrieval(name: str) -> None:
         model.remove_class("zzz")
 
 
+@pytest.mark.parametrize("scoring", ["prior", "network"])
+def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str) -> None:
+    """PNPT's network never learnt to reconstruct an added product: by default its prior alone scores it."""
+    model = calibrated_model("Pnpt")
+    model.model.untrained_class_scoring = scoring
+    model.add_class("grey", _grey_images(10))
+    assert model.model.prompt_pool.trained.tolist() == [True, True, True, False]
+    images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
+    net = model.model
+    with torch.no_grad():
+        raw, class_ids, _ = net.predict(images)
+        features = net.extract_features(images)
+        prior = net.retrieve_prior(features).prompts
+        reconstruction = net.reconstruct(features, prior)
+        network_map, network_score = net.anomaly_map_generator(features, *reconstruction, images.shape[-2:])
+        prior_map, prior_score = net.anomaly_map_generator(features, None, prior, images.shape[-2:])
+    assert class_ids.tolist() == [0, 3, 3]
+    assert not torch.allclose(prior_score[1:], network_score[1:])
+    assert torch.allclose(raw.pred_score[0], network_score[0])  # a trained class: the network, always
+    expected_score, expected_map = (prior_score, prior_map) if scoring == "prior" else (network_score, network_map)
+    assert torch.allclose(raw.pred_score[1:], expected_score[1:])
+    assert torch.allclose(raw.anomaly_map[1:], expected_map[1:])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_which_classes_the_network_trained_on_survives_re_adding_and_checkpoints(name: str, tmp_path: Path) -> None:
+    model = calibrated_model(name)
+    model.remove_class("b")
+    model.add_class("b", class_images([1] * 6, seed=3))  # a trained class given new prompts stays trained
+    model.add_class("grey", _grey_images(10))
+    pool = model.model.prompt_pool
+    assert model.prompt_categories == ["a", "c", "b", "grey"]
+    assert pool.trained.tolist() == [True] * pool.entries_per_class * 3 + [False] * pool.entries_per_class
+    trainer = Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    loaded = type(model).load_from_checkpoint(tmp_path / "model.ckpt")
+    assert loaded.trained_categories == ["a", "b", "c"]
+    assert loaded.model.prompt_pool.trained.tolist() == pool.trained.tolist()
+
+
 def test_too_few_images_and_uncalibrated_models_fail_clearly() -> None:
     model = calibrated_model("Pnpt")
     with pytest.raises(ValueError, match="at least 3"):
