@@ -52,6 +52,22 @@ def is_tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
 
 
+UNTRAINED_CLASS_SCORINGS = ("prompt", "network")
+"""How a model may score a class added after training: by its prompt alone, or by the network as the others."""
+
+
+def validate_untrained_class_scoring(value: str) -> str:
+    """``value`` if it is one of :data:`UNTRAINED_CLASS_SCORINGS`.
+
+    Raises:
+        ValueError: Otherwise.
+    """
+    if value not in UNTRAINED_CLASS_SCORINGS:
+        msg = f"untrained_class_scoring must be one of {UNTRAINED_CLASS_SCORINGS}, got {value!r}."
+        raise ValueError(msg)
+    return value
+
+
 class PromptPoolNotBuiltError(RuntimeError):
     """Raised when a model is used before its prompt pool was built from training data."""
 
@@ -225,6 +241,30 @@ class PromptPool(nn.Module):
         self.keys, self.counts, self.trained = self.keys[keep], self.counts[keep], self.trained[keep]
         for number, buffer in enumerate(self.prompts):
             setattr(self, f"prompt_{number}", buffer[keep])
+
+    def may_hold_untrained_classes(self) -> bool:
+        """Whether a class the network never trained on may be retrieved (always, while a graph is traced)."""
+        return is_tracing() or not bool(self.trained.all())
+
+    def route_untrained_classes(
+        self,
+        class_ids: torch.Tensor,
+        network: tuple[torch.Tensor, torch.Tensor],
+        prompt_only: tuple[torch.Tensor, torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image, the network's ``(anomaly_map, score)`` or, for a class it never trained on, the prompt's.
+
+        Args:
+            class_ids: ``(B,)`` retrieved classes.
+            network: ``(anomaly_map (B, 1, H, W), score (B,))`` of the trained network.
+            prompt_only: The same from the retrieved prompt alone (no trained part).
+
+        Returns:
+            The chosen ``(anomaly_map, score)``; a graph (export) holds both and chooses by the pool's flags.
+        """
+        untrained = ~self.trained[class_ids]
+        anomaly_map = torch.where(untrained.view(-1, 1, 1, 1), prompt_only[0], network[0])
+        return anomaly_map, torch.where(untrained, prompt_only[1], network[1])
 
     def check_built(self) -> None:
         """Raise a clear error if the pool is empty (the model was never trained or built).

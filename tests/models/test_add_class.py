@@ -85,7 +85,7 @@ def test_remove_then_add_back_restores_retrieval(name: str) -> None:
         model.remove_class("zzz")
 
 
-@pytest.mark.parametrize("scoring", ["prior", "network"])
+@pytest.mark.parametrize("scoring", ["prompt", "network"])
 def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str) -> None:
     """PNPT's network never learnt to reconstruct an added product: by default its prior alone scores it."""
     model = calibrated_model("Pnpt")
@@ -104,9 +104,64 @@ def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str
     assert class_ids.tolist() == [0, 3, 3]
     assert not torch.allclose(prior_score[1:], network_score[1:])
     assert torch.allclose(raw.pred_score[0], network_score[0])  # a trained class: the network, always
-    expected_score, expected_map = (prior_score, prior_map) if scoring == "prior" else (network_score, network_map)
+    expected_score, expected_map = (prior_score, prior_map) if scoring == "prompt" else (network_score, network_map)
     assert torch.allclose(raw.pred_score[1:], expected_score[1:])
     assert torch.allclose(raw.anomaly_map[1:], expected_map[1:])
+
+
+@pytest.mark.parametrize("scoring", ["prompt", "network"])
+def test_onenip_scores_a_class_it_never_trained_on_by_its_prompt_images_nearest_patches(scoring: str) -> None:
+    model = calibrated_model("OneNip")
+    model.model.untrained_class_scoring = scoring
+    model.add_class("grey", _grey_images(10))
+    images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
+    net = model.model
+    with torch.no_grad():
+        raw, class_ids, _ = net.predict(images)
+        features = net.extract_features(images)
+        prompts = net.retrieve_prompts(features).prompts[0]
+        nearest = net.prompt_patch_reconstruction(features, prompts)
+        prompt_map, prompt_score = net.anomaly_map_generator(features, nearest, None, images.shape[-2:])
+    assert class_ids.tolist() == [0, 3, 3]
+    assert not torch.allclose(raw.pred_score[0], prompt_score[0])  # a trained class: the network, always
+    if scoring == "prompt":
+        assert torch.allclose(raw.pred_score[1:], prompt_score[1:])
+        assert torch.allclose(raw.anomaly_map[1:], prompt_map[1:])
+    else:
+        assert not torch.allclose(raw.pred_score[1:], prompt_score[1:])
+
+
+def test_onenip_export_scores_an_added_class_by_its_prompt_as_torch_does(tmp_path: Path) -> None:
+    """The graph holds both routes and chooses by the pool's flags (PNPT's: the CLI test above)."""
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    model = calibrated_model("OneNip")
+    model.add_class("grey", _grey_images(10))
+    path = Engine(default_root_dir=tmp_path).export(
+        model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
+    )
+    inferencer = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
+    images = torch.cat([class_images([0], seed=4), _grey_images(2, seed=9)])
+    with torch.no_grad():
+        expected = model(images)
+    for index, image in enumerate(images):
+        prediction = inferencer.predict(image.permute(1, 2, 0).numpy())
+        score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
+        assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)
+
+
+def test_prompt_patch_reconstruction_takes_each_locations_nearest_prompt_patch() -> None:
+    from anomalib_pnpt.models.onenip.torch_model import OneNipModel
+
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randn(2, 8, 3, 3, generator=generator)
+    shuffled = prompt.flatten(2)[:, :, torch.randperm(9, generator=generator)].reshape(prompt.shape)
+    # A query made of the prompt's own patches (shuffled) is rebuilt exactly; a slightly moved one, nearly.
+    assert torch.equal(OneNipModel.prompt_patch_reconstruction(shuffled, prompt), shuffled)
+    noisy = shuffled + 0.01 * torch.randn(shuffled.shape, generator=generator)
+    assert torch.equal(OneNipModel.prompt_patch_reconstruction(noisy, prompt), shuffled)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -91,6 +91,8 @@ class OneNip(PromptedAnomalyModule):
         score_pool: See :class:`OneNipModel`.
         dice_weight: See :class:`OneNipModel`.
         dice_per_image: See :class:`OneNipModel`.
+        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prompt
+            image alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
@@ -148,6 +150,7 @@ class OneNip(PromptedAnomalyModule):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
+        untrained_class_scoring: str = "prompt",
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,

@@ -54,7 +54,7 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.prompt_pool import PromptPool, Retrieval
+from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 from anomalib_pnpt.transformer_blocks import ResidualAttention
 
 PROMPT_MODES = ("dynamic", "static", "none")
@@ -88,6 +88,9 @@ class OneNipModel(nn.Module):
         score_pool: Average-pool side before the image-score maximum (paper: 16).
         dice_weight: ``lambda`` of the Dice loss (paper: 0.5).
         dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
+        untrained_class_scoring: How a class added after training (:meth:`PromptedAnomalyModule.add_class`) is
+            scored: ``"prompt"`` by its prompt image alone (:meth:`prompt_patch_reconstruction`: the network never
+            learnt that product), ``"network"`` like the trained classes.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -116,8 +119,10 @@ class OneNipModel(nn.Module):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
+        untrained_class_scoring: str = "prompt",
     ) -> None:
         super().__init__()
+        self.untrained_class_scoring = validate_untrained_class_scoring(untrained_class_scoring)
         if prompt_mode not in PROMPT_MODES:
             msg = f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}."
             raise ValueError(msg)
@@ -267,6 +272,27 @@ class OneNipModel(nn.Module):
         reconstruction = self.output_projection(prompt)
         return reconstruction.transpose(1, 2).reshape(features.shape)
 
+    @staticmethod
+    def prompt_patch_reconstruction(features: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """Each location of ``features`` replaced by its nearest (L2) location of the prompt image's features.
+
+        A reconstruction from the one normal image without any trained part: for a class the network never
+        trained on. Written with matrix products (no ``cdist``) so that ONNX and OpenVINO export it.
+
+        Args:
+            features: ``(B, C, h, w)`` query features.
+            prompts: ``(B, C, h', w')`` the retrieved prompt image's features.
+
+        Returns:
+            ``(B, C, h, w)``.
+        """
+        query = features.flatten(2).transpose(1, 2)
+        prompt = prompts.flatten(2).transpose(1, 2)
+        distance = prompt.pow(2).sum(-1).unsqueeze(1) - 2 * query @ prompt.transpose(1, 2)  # + |q|^2, same per row
+        nearest = distance.argmin(dim=-1)
+        chosen = torch.gather(prompt, 1, nearest.unsqueeze(-1).expand(-1, -1, prompt.shape[-1]))
+        return chosen.transpose(1, 2).reshape(features.shape)
+
     def refine(self, features: torch.Tensor, reconstruction: torch.Tensor, image_size: torch.Size) -> torch.Tensor:
         """Refiner map ``(B, 1, H, W)`` from the residual ``|F - F_hat|``."""
         return self.refiner((features - reconstruction).abs(), image_size)
@@ -318,6 +344,15 @@ class OneNipModel(nn.Module):
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
+        if (
+            self.untrained_class_scoring == "prompt"
+            and prompts is not None
+            and self.prompt_pool.may_hold_untrained_classes()
+        ):
+            # A class the network never trained on: S_rec of the prompt's nearest patches, no refiner.
+            nearest = self.prompt_patch_reconstruction(features, prompts)
+            prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
+            anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:

@@ -90,7 +90,7 @@ class Pnpt(PromptedAnomalyModule):
         use_prior: See :class:`PnptModel` (ablation).
         use_semantic_tokens: See :class:`PnptModel` (ablation).
         use_cscd: See :class:`PnptModel` (ablation).
-        untrained_class_scoring: How a class added after training is scored: ``"prior"`` (default) by its prior
+        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prior
             alone, ``"network"`` like the trained classes; see :class:`PnptModel`.
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
@@ -138,7 +138,7 @@ class Pnpt(PromptedAnomalyModule):
         use_prior: bool = True,
         use_semantic_tokens: bool = True,
         use_cscd: bool = True,
-        untrained_class_scoring: str = "prior",
+        untrained_class_scoring: str = "prompt",
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,

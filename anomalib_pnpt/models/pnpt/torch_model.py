@@ -38,7 +38,7 @@ from anomalib_pnpt.backbones import FrozenFeatureExtractor
 from anomalib_pnpt.models.pnpt.anomaly_map import PnptAnomalyMap
 from anomalib_pnpt.models.pnpt.components import CscdLayer, HierarchicalPatchEmbedding, SaceLayer
 from anomalib_pnpt.models.pnpt.loss import DualCosineLoss
-from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, is_tracing
+from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 
 
 class PnptModel(nn.Module):
@@ -68,7 +68,7 @@ class PnptModel(nn.Module):
         use_semantic_tokens: Ablation switch.
         use_cscd: Ablation switch.
         untrained_class_scoring: How a class added after training (:meth:`PromptedAnomalyModule.add_class`) is
-            scored: ``"prior"`` by its normality prior alone (Eq. 8 with ``F_fuse* = F_prior``: the network never
+            scored: ``"prompt"`` by its normality prompt alone (Eq. 8 with ``F_fuse* = F_prior``: the network never
             learnt to reconstruct that product, and the prior needs no training), ``"network"`` like the trained
             classes.
     """
@@ -97,13 +97,10 @@ class PnptModel(nn.Module):
         use_prior: bool = True,
         use_semantic_tokens: bool = True,
         use_cscd: bool = True,
-        untrained_class_scoring: str = "prior",
+        untrained_class_scoring: str = "prompt",
     ) -> None:
         super().__init__()
-        if untrained_class_scoring not in {"prior", "network"}:
-            msg = f"untrained_class_scoring must be 'prior' or 'network', got {untrained_class_scoring!r}."
-            raise ValueError(msg)
-        self.untrained_class_scoring = untrained_class_scoring
+        self.untrained_class_scoring = validate_untrained_class_scoring(untrained_class_scoring)
         layers = list(layers) if use_hpe else [list(layers)[-1]]
         self.use_prior = use_prior
         self.use_semantic_tokens = use_semantic_tokens
@@ -197,14 +194,10 @@ class PnptModel(nn.Module):
         anomaly_map, score = self.anomaly_map_generator(
             features, prior_reconstruction, self_reconstruction, image_size=images.shape[-2:]
         )
-        trained = self.prompt_pool.trained
-        if self.untrained_class_scoring == "prior" and (is_tracing() or not bool(trained.all())):
-            # A class the network never trained on: Eq. 8's distance to the retrieved prior itself. Traced
-            # graphs always carry both maps, so an export stays right for every class of its pool.
-            prior_map, prior_score = self.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])
-            untrained = ~trained[class_ids]
-            anomaly_map = torch.where(untrained.view(-1, 1, 1, 1), prior_map, anomaly_map)
-            score = torch.where(untrained, prior_score, score)
+        if self.untrained_class_scoring == "prompt" and self.prompt_pool.may_hold_untrained_classes():
+            # A class the network never trained on: Eq. 8's distance to the retrieved prior itself.
+            prompt_only = self.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])
+            anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 
     def forward(self, images: torch.Tensor) -> InferenceBatch | torch.Tensor:
