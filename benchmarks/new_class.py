@@ -22,6 +22,11 @@ configuration) instead of one trained here, which saves the longest of the train
 With ``--checkpoint`` nothing is trained: each class is removed from that trained model and added back from its
 training images. The network then has seen the class, so this measures what adding costs and what a prompt made
 after training gives against the one made at training time, not how the network generalises to a new product.
+With ``--as-new`` too, each class comes back as one the network never trained on, so the models score it by its
+prompt alone (``untrained_class_scoring="prompt"``): no trained part is involved, so this is exactly what a model
+trained without the class gives for it on that route.
+
+``--untrained-class-scoring network`` makes the models score an added class with the network, as a trained one.
 """
 
 from __future__ import annotations
@@ -101,6 +106,17 @@ def main() -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, default=None, help="remove and re-add classes of this model")
     parser.add_argument(
+        "--as-new",
+        action="store_true",
+        help="with --checkpoint: add each class back as one the network never trained on (its prompt scores it)",
+    )
+    parser.add_argument(
+        "--untrained-class-scoring",
+        choices=["prompt", "network"],
+        default=None,
+        help="how the models score an added class they never trained on (default: the model's own setting)",
+    )
+    parser.add_argument(
         "--reference-checkpoint",
         type=Path,
         default=None,
@@ -128,11 +144,15 @@ def main() -> int:
             if args.checkpoint is not None:
                 model = load_checkpoint_model(args.checkpoint)[0]
                 model.remove_class(left_out)
+                if args.as_new:  # what a model trained without the class gives where the network plays no part
+                    model.trained_categories = [c for c in model.trained_categories if c != left_out]
                 engine = Engine(accelerator="cpu", default_root_dir=jobs / f"without_{left_out}", logger=False)
             else:
                 model, engine = _train(config, root, others, epochs, jobs / f"without_{left_out}")
             start = time.perf_counter()
             if isinstance(model, PromptedAnomalyModule):
+                if args.untrained_class_scoring is not None:
+                    model.model.untrained_class_scoring = args.untrained_class_scoring
                 summary = model.add_class(left_out, root / left_out / "train" / "good")
             else:
                 folder = jobs / f"only_{left_out}"
@@ -173,6 +193,8 @@ def main() -> int:
     lines = [
         "# A class added after training ("
         + ("removed from a trained model, then added back" if args.checkpoint else "leave one class out")
+        + (" as a class the network never trained on" if args.as_new else "")
+        + (f"; added classes scored by: {args.untrained_class_scoring}" if args.untrained_class_scoring else "")
         + ")",
         "",
         f"Command: `{command_line()}`  ",
