@@ -440,8 +440,10 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             batch_size: Images per forward pass.
 
         Returns:
-            ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share"}``: the last is the share of
-            the held-out images the pool retrieves as this class (1.0 unless the class looks like another).
+            ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share", "scored_by"}``:
+            ``retrieved_share`` is the share of the held-out images the pool retrieves as this class (1.0 unless the
+            class looks like another); ``scored_by`` is ``"network"`` for a class the network trained with, else
+            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone).
 
         Example:
             >>> model.add_class("gasket", "line3/gasket/good")  # doctest: +SKIP
@@ -461,7 +463,8 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         self.eval()
         device = self.device
         keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
-        self.model.prompt_pool.append(keys, prompts, counts, trained=name in self.trained_categories)
+        trained = name in self.trained_categories
+        self.model.prompt_pool.append(keys, prompts, counts, trained=trained)
         self.prompt_categories.append(name)
         index = len(self.prompt_categories) - 1
         scores, maps, class_ids, own = [], [], [], []
@@ -486,6 +489,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             "prompt_images": int((~held_out).sum()),
             "calibration_images": int(held_out.sum()),
             "retrieved_share": retrieved,
+            "scored_by": "network" if trained else getattr(self.model, "untrained_class_scoring", "network"),
         }
 
     def remove_class(self, name: str) -> None:

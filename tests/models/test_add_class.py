@@ -47,6 +47,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
         "prompt_images": 8,
         "calibration_images": 2,
         "retrieved_share": 1.0,
+        "scored_by": "prompt",  # the network never trained on it
     }
     assert model.prompt_categories == ["a", "b", "c", "grey"]
     assert model.model.prompt_pool.num_classes == 4
@@ -168,7 +169,8 @@ def test_prompt_patch_reconstruction_takes_each_locations_nearest_prompt_patch()
 def test_which_classes_the_network_trained_on_survives_re_adding_and_checkpoints(name: str, tmp_path: Path) -> None:
     model = calibrated_model(name)
     model.remove_class("b")
-    model.add_class("b", class_images([1] * 6, seed=3))  # a trained class given new prompts stays trained
+    summary = model.add_class("b", class_images([1] * 6, seed=3))  # a trained class given new prompts stays trained
+    assert summary["scored_by"] == "network"
     model.add_class("grey", _grey_images(10))
     pool = model.model.prompt_pool
     assert model.prompt_categories == ["a", "c", "b", "grey"]
