@@ -96,6 +96,46 @@ def _test(model: Any, engine: Engine, root: Path, classes: list[str]) -> dict[st
     return table
 
 
+def _write_results(args: argparse.Namespace, rows: list[dict[str, Any]], classes: list[str], epochs: int) -> None:
+    """Write ``results.csv`` and ``results.md`` from the rows so far (after every class: a long run keeps them)."""
+    table = pd.DataFrame(rows)
+    args.output.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.output / "results.csv", index=False)
+    added = table[table["category"] == table["left_out"]].set_index("category")
+    reference_rows = table[table["model"] == "all classes"].set_index("category")
+    comparison = pd.DataFrame(
+        {
+            "all classes image AUROC": reference_rows["image_AUROC"],
+            "added image AUROC": added["image_AUROC"],
+            "gap": added["image_AUROC"] - reference_rows["image_AUROC"],
+            "added pixel AUROC": added["pixel_AUROC"],
+            "all classes pixel AUROC": reference_rows["pixel_AUROC"],
+            "add_class seconds": added["add_seconds"],
+            "images": added["add_images"],
+            "scored by": added["scored_by"],
+        }
+    )
+    lines = [
+        "# A class added after training ("
+        + ("removed from a trained model, then added back" if args.checkpoint else "leave one class out")
+        + (" as a class the network never trained on" if args.as_new else "")
+        + (f"; added classes scored by: {args.untrained_class_scoring}" if args.untrained_class_scoring else "")
+        + ")",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Model: `{args.checkpoint or args.config}`"
+        + ("" if args.checkpoint else f" init_args, {epochs} epoch(s)")
+        + (f"; all-classes reference: `{args.reference_checkpoint}`" if args.reference_checkpoint else "")
+        + f"; data `{args.root}`, classes {classes}.",
+        "",
+        comparison.round(4).to_markdown(),
+        "",
+        "Every model on every class: `results.csv`.",
+    ]
+    (args.output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
 def main() -> int:
     """Run the leave-one-class-out comparison and write its tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,43 +212,10 @@ def main() -> int:
                         "add_seconds": seconds if added else None,
                         "add_images": summary["prompt_images"] + summary["calibration_images"] if added else None,
                         "retrieved_share": summary["retrieved_share"] if added else None,
+                        "scored_by": summary.get("scored_by", "memory bank") if added else None,
                     }
                 )
-    table = pd.DataFrame(rows)
-    args.output.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.output / "results.csv", index=False)
-    added = table[table["category"] == table["left_out"]].set_index("category")
-    reference_rows = table[table["model"] == "all classes"].set_index("category")
-    comparison = pd.DataFrame(
-        {
-            "all classes image AUROC": reference_rows["image_AUROC"],
-            "added image AUROC": added["image_AUROC"],
-            "gap": added["image_AUROC"] - reference_rows["image_AUROC"],
-            "added pixel AUROC": added["pixel_AUROC"],
-            "all classes pixel AUROC": reference_rows["pixel_AUROC"],
-            "add_class seconds": added["add_seconds"],
-            "images": added["add_images"],
-        }
-    )
-    lines = [
-        "# A class added after training ("
-        + ("removed from a trained model, then added back" if args.checkpoint else "leave one class out")
-        + (" as a class the network never trained on" if args.as_new else "")
-        + (f"; added classes scored by: {args.untrained_class_scoring}" if args.untrained_class_scoring else "")
-        + ")",
-        "",
-        f"Command: `{command_line()}`  ",
-        f"Model: `{args.checkpoint or args.config}`"
-        + ("" if args.checkpoint else f" init_args, {epochs} epoch(s)")
-        + (f"; all-classes reference: `{args.reference_checkpoint}`" if args.reference_checkpoint else "")
-        + f"; data `{args.root}`, classes {classes}.",
-        "",
-        comparison.round(4).to_markdown(),
-        "",
-        "Every model on every class: `results.csv`.",
-    ]
-    (args.output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            _write_results(args, rows, classes, epochs)
     return 0
 
 
