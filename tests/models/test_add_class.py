@@ -120,8 +120,7 @@ def test_onenip_scores_a_class_it_never_trained_on_by_its_prompt_images_nearest_
     with torch.no_grad():
         raw, class_ids, _ = net.predict(images)
         features = net.extract_features(images)
-        prompts = net.retrieve_prompts(features).prompts[0]
-        nearest = net.prompt_patch_reconstruction(features, prompts)
+        nearest = net.prompt_patch_reconstruction(features, net.class_prompt_patches(class_ids))
         prompt_map, prompt_score = net.anomaly_map_generator(features, nearest, None, images.shape[-2:])
     assert class_ids.tolist() == [0, 3, 3]
     assert not torch.allclose(raw.pred_score[0], prompt_score[0])  # a trained class: the network, always
@@ -153,16 +152,28 @@ def test_onenip_export_scores_an_added_class_by_its_prompt_as_torch_does(tmp_pat
         assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)
 
 
+def test_the_prompt_route_uses_every_prompt_image_of_the_retrieved_class() -> None:
+    net = calibrated_model("OneNip").model
+    pool = net.prompt_pool
+    features = torch.randn(6, 4, 2, 2)
+    pool.entries_per_class = 2  # prompts_per_class = 2
+    pool.set_entries(torch.tensor([0, 0, 1, 1, 2, 2]), features.mean(dim=(-2, -1)), [features])
+    patches = net.class_prompt_patches(torch.tensor([1, 0]))
+    assert patches.shape == (2, 8, 4)
+    assert torch.equal(patches[0], features[2:4].permute(0, 2, 3, 1).reshape(8, 4))  # class 1's two images
+    assert torch.equal(patches[1], features[0:2].permute(0, 2, 3, 1).reshape(8, 4))
+
+
 def test_prompt_patch_reconstruction_takes_each_locations_nearest_prompt_patch() -> None:
     from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 
     generator = torch.Generator().manual_seed(0)
-    prompt = torch.randn(2, 8, 3, 3, generator=generator)
-    shuffled = prompt.flatten(2)[:, :, torch.randperm(9, generator=generator)].reshape(prompt.shape)
-    # A query made of the prompt's own patches (shuffled) is rebuilt exactly; a slightly moved one, nearly.
-    assert torch.equal(OneNipModel.prompt_patch_reconstruction(shuffled, prompt), shuffled)
-    noisy = shuffled + 0.01 * torch.randn(shuffled.shape, generator=generator)
-    assert torch.equal(OneNipModel.prompt_patch_reconstruction(noisy, prompt), shuffled)
+    patches = torch.randn(2, 18, 8, generator=generator)  # two prompt images of 3 x 3 locations, 8 channels
+    picked = patches[:, torch.randperm(18, generator=generator)[:9]]  # a query made of 9 of them, any image
+    query = picked.transpose(1, 2).reshape(2, 8, 3, 3)
+    assert torch.equal(OneNipModel.prompt_patch_reconstruction(query, patches), query)
+    noisy = query + 0.01 * torch.randn(query.shape, generator=generator)
+    assert torch.equal(OneNipModel.prompt_patch_reconstruction(noisy, patches), query)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -89,8 +89,8 @@ class OneNipModel(nn.Module):
         dice_weight: ``lambda`` of the Dice loss (paper: 0.5).
         dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
         untrained_class_scoring: How a class added after training (:meth:`PromptedAnomalyModule.add_class`) is
-            scored: ``"prompt"`` by its prompt image alone (:meth:`prompt_patch_reconstruction`: the network never
-            learnt that product), ``"network"`` like the trained classes.
+            scored: ``"prompt"`` by its prompt images alone (:meth:`prompt_patch_reconstruction`: the network never
+            learnt that product; ``prompts_per_class`` images, all of them), ``"network"`` like the trained classes.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -272,25 +272,31 @@ class OneNipModel(nn.Module):
         reconstruction = self.output_projection(prompt)
         return reconstruction.transpose(1, 2).reshape(features.shape)
 
-    @staticmethod
-    def prompt_patch_reconstruction(features: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-        """Each location of ``features`` replaced by its nearest (L2) location of the prompt image's features.
+    def class_prompt_patches(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """Every location of every prompt image of each retrieved class, ``(B, k * h * w, C)``."""
+        prompts = self.prompt_pool.prompts[0]
+        per_class = prompts.unflatten(0, (-1, self.prompt_pool.entries_per_class))[class_ids]  # (B, k, C, h, w)
+        return per_class.transpose(1, 2).flatten(2).transpose(1, 2)
 
-        A reconstruction from the one normal image without any trained part: for a class the network never
+    @staticmethod
+    def prompt_patch_reconstruction(features: torch.Tensor, prompt_patches: torch.Tensor) -> torch.Tensor:
+        """Each location of ``features`` replaced by its nearest (L2) patch of the class's prompt images.
+
+        A reconstruction from normal images of the class without any trained part: for a class the network never
         trained on. Written with matrix products (no ``cdist``) so that ONNX and OpenVINO export it.
 
         Args:
             features: ``(B, C, h, w)`` query features.
-            prompts: ``(B, C, h', w')`` the retrieved prompt image's features.
+            prompt_patches: ``(B, N, C)`` the retrieved class's prompt patches (:meth:`class_prompt_patches`).
 
         Returns:
             ``(B, C, h, w)``.
         """
         query = features.flatten(2).transpose(1, 2)
-        prompt = prompts.flatten(2).transpose(1, 2)
-        distance = prompt.pow(2).sum(-1).unsqueeze(1) - 2 * query @ prompt.transpose(1, 2)  # + |q|^2, same per row
+        # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
+        distance = prompt_patches.pow(2).sum(-1).unsqueeze(1) - 2 * query @ prompt_patches.transpose(1, 2)
         nearest = distance.argmin(dim=-1)
-        chosen = torch.gather(prompt, 1, nearest.unsqueeze(-1).expand(-1, -1, prompt.shape[-1]))
+        chosen = torch.gather(prompt_patches, 1, nearest.unsqueeze(-1).expand(-1, -1, prompt_patches.shape[-1]))
         return chosen.transpose(1, 2).reshape(features.shape)
 
     def refine(self, features: torch.Tensor, reconstruction: torch.Tensor, image_size: torch.Size) -> torch.Tensor:
@@ -350,7 +356,7 @@ class OneNipModel(nn.Module):
             and self.prompt_pool.may_hold_untrained_classes()
         ):
             # A class the network never trained on: S_rec of the prompt's nearest patches, no refiner.
-            nearest = self.prompt_patch_reconstruction(features, prompts)
+            nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
             prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
