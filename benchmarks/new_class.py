@@ -32,6 +32,7 @@ trained without the class gives for it on that route.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -96,6 +97,18 @@ def _test(model: Any, engine: Engine, root: Path, classes: list[str]) -> dict[st
     return table
 
 
+def _loaded(checkpoint: Path, root: Path, classes: list[str], prompts_per_class: int | None) -> Any:
+    """The checkpoint's model; with ``prompts_per_class``, its pool rebuilt from the training images with that many."""
+    model = load_checkpoint_model(checkpoint)[0]
+    if prompts_per_class is not None:
+        model = type(model).load_from_checkpoint(checkpoint, map_location="cpu", prompts_per_class=prompts_per_class)
+        datamodule = MultiClassMVTecAD(root=root, categories=classes, eval_batch_size=16)
+        datamodule.setup()
+        model.fill_prompt_pool(datamodule)  # the training images only
+        model.eval()
+    return model
+
+
 def _write_results(args: argparse.Namespace, rows: list[dict[str, Any]], classes: list[str], epochs: int) -> None:
     """Write ``results.csv`` and ``results.md`` from the rows so far (after every class: a long run keeps them)."""
     table = pd.DataFrame(rows)
@@ -124,6 +137,7 @@ def _write_results(args: argparse.Namespace, rows: list[dict[str, Any]], classes
         "",
         f"Command: `{command_line()}`  ",
         f"Model: `{args.checkpoint or args.config}`"
+        + (f" with {args.prompts_per_class} prompts per class" if args.prompts_per_class else "")
         + ("" if args.checkpoint else f" init_args, {epochs} epoch(s)")
         + (f"; all-classes reference: `{args.reference_checkpoint}`" if args.reference_checkpoint else "")
         + f"; data `{args.root}`, classes {classes}.",
@@ -151,6 +165,12 @@ def main() -> int:
         help="with --checkpoint: add each class back as one the network never trained on (its prompt scores it)",
     )
     parser.add_argument(
+        "--prompts-per-class",
+        type=int,
+        default=None,
+        help="with --checkpoint (OneNIP): rebuild the pool from the training images with this many prompts per class",
+    )
+    parser.add_argument(
         "--untrained-class-scoring",
         choices=["prompt", "network"],
         default=None,
@@ -172,8 +192,11 @@ def main() -> int:
         classes = args.classes.split(",") if args.classes else sorted(p.name for p in root.iterdir() if p.is_dir())
         rows: list[dict[str, Any]] = []
         jobs = args.output / "jobs"  # the trained models are kept (git-ignored) for probes of what adding gave
-        if args.checkpoint is not None or args.reference_checkpoint is not None:
-            reference = load_checkpoint_model(args.checkpoint or args.reference_checkpoint)[0]
+        if args.checkpoint is not None:
+            reference = _loaded(args.checkpoint, root, classes, args.prompts_per_class)
+            engine = Engine(accelerator="cpu", default_root_dir=jobs / "all", logger=False)
+        elif args.reference_checkpoint is not None:
+            reference = load_checkpoint_model(args.reference_checkpoint)[0]
             engine = Engine(accelerator="cpu", default_root_dir=jobs / "all", logger=False)
         else:
             reference, engine = _train(config, root, classes, epochs, jobs / "all")
@@ -182,7 +205,7 @@ def main() -> int:
         for left_out in classes:
             others = [c for c in classes if c != left_out]
             if args.checkpoint is not None:
-                model = load_checkpoint_model(args.checkpoint)[0]
+                model = copy.deepcopy(reference)
                 model.remove_class(left_out)
                 if args.as_new:  # what a model trained without the class gives where the network plays no part
                     model.trained_categories = [c for c in model.trained_categories if c != left_out]
