@@ -430,8 +430,9 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         held-out images of it (every ``1 / calibration_share``-th image, at least two), as validation does for
         the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
         it moves to the last index). Exports of the model contain the class. The pool marks whether the network
-        was trained with the class (``trained_categories``); a model may score a class it never trained on its
-        own way (PNPT: by its prior alone, see :class:`~anomalib_pnpt.models.pnpt.torch_model.PnptModel`).
+        was trained with the class (``trained_categories``); by default a class the network never trained on is
+        scored by its prompt alone (``untrained_class_scoring``: PNPT by its prior, OneNIP by its prompt images'
+        nearest patches), because the networks do not carry over to a product they never saw.
 
         Args:
             name: Class name (what predictions report).

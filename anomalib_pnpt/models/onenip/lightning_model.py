@@ -92,7 +92,7 @@ class OneNip(PromptedAnomalyModule):
         dice_weight: See :class:`OneNipModel`.
         dice_per_image: See :class:`OneNipModel`.
         untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prompt
-            image alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
+            images alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
