@@ -262,7 +262,8 @@ class PromptPool(nn.Module):
         Returns:
             The chosen ``(anomaly_map, score)``; a graph (export) holds both and chooses by the pool's flags.
         """
-        untrained = ~self.trained[class_ids]
+        # ``trained`` is per entry; a class's entries share its flag (entries are grouped by class).
+        untrained = ~self.trained[class_ids * self.entries_per_class]
         anomaly_map = torch.where(untrained.view(-1, 1, 1, 1), prompt_only[0], network[0])
         return anomaly_map, torch.where(untrained, prompt_only[1], network[1])
 

@@ -84,6 +84,19 @@ def test_pool_marks_which_classes_the_network_trained_with() -> None:
     assert fresh.trained.tolist() == [True] * 4
 
 
+def test_routing_reads_each_retrieved_classs_own_flag_with_several_entries_per_class() -> None:
+    pool = PromptPool(num_prompts=1, entries_per_class=2)
+    keys = torch.eye(4)
+    pool.set_entries(torch.tensor([0, 0, 1, 1]), keys, [torch.zeros(4, 1)])
+    pool.append(torch.eye(4)[:2], [torch.zeros(2, 1)], torch.ones(2))  # class 2, added: not trained on
+    class_ids = torch.tensor([2, 0, 1])
+    network = (torch.zeros(3, 1, 2, 2), torch.zeros(3))
+    prompt_only = (torch.ones(3, 1, 2, 2), torch.ones(3))
+    anomaly_map, score = pool.route_untrained_classes(class_ids, network, prompt_only)
+    assert score.tolist() == [1.0, 0.0, 0.0]
+    assert anomaly_map.flatten(1).amax(1).tolist() == [1.0, 0.0, 0.0]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
