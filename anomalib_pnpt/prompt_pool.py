@@ -56,14 +56,14 @@ UNTRAINED_CLASS_SCORINGS = ("prompt", "network")
 """How a model may score a class added after training: by its prompt alone, or by the network as the others."""
 
 
-def validate_untrained_class_scoring(value: str) -> str:
-    """``value`` if it is one of :data:`UNTRAINED_CLASS_SCORINGS`.
+def validate_untrained_class_scoring(value: str, allowed: Sequence[str] = UNTRAINED_CLASS_SCORINGS) -> str:
+    """``value`` if it is one of ``allowed`` (default: :data:`UNTRAINED_CLASS_SCORINGS`).
 
     Raises:
         ValueError: Otherwise.
     """
-    if value not in UNTRAINED_CLASS_SCORINGS:
-        msg = f"untrained_class_scoring must be one of {UNTRAINED_CLASS_SCORINGS}, got {value!r}."
+    if value not in allowed:
+        msg = f"untrained_class_scoring must be one of {tuple(allowed)}, got {value!r}."
         raise ValueError(msg)
     return value
 

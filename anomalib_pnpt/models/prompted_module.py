@@ -431,8 +431,8 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
         it moves to the last index). Exports of the model contain the class. The pool marks whether the network
         was trained with the class (``trained_categories``); by default a class the network never trained on is
-        scored by its prompt alone (``untrained_class_scoring``: PNPT by its prior, OneNIP by its prompt images'
-        nearest patches), because the networks do not carry over to a product they never saw.
+        scored without it (``untrained_class_scoring``: PNPT by its prior, OneNIP by the nearest patches of a coreset
+        memory of the class's images), because the networks do not carry over to a product they never saw.
 
         Args:
             name: Class name (what predictions report).
@@ -444,7 +444,8 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share", "scored_by"}``:
             ``retrieved_share`` is the share of the held-out images the pool retrieves as this class (1.0 unless the
             class looks like another); ``scored_by`` is ``"network"`` for a class the network trained with, else
-            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone).
+            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone; OneNIP's ``"memory"``:
+            its patch memory).
 
         Example:
             >>> model.add_class("gasket", "line3/gasket/good")  # doctest: +SKIP
@@ -468,6 +469,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         self.model.prompt_pool.append(keys, prompts, counts, trained=trained)
         self.prompt_categories.append(name)
         index = len(self.prompt_categories) - 1
+        self.on_class_added(index, prepared[~held_out].to(device), trained)
         scores, maps, class_ids, own = [], [], [], []
         for chunk in prepared[held_out].split(batch_size):
             raw, ids, similarity = self.model.predict(chunk.to(device))
@@ -493,6 +495,24 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             "scored_by": "network" if trained else getattr(self.model, "untrained_class_scoring", "network"),
         }
 
+    def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
+        """Hook of :meth:`add_class`, after the pool entries and before calibration (default: nothing).
+
+        A model that keeps more of a class than its pool entries (OneNIP's patch memory) makes it here.
+
+        Args:
+            index: The new class's index.
+            images: ``(N, 3, H, W)`` its pre-processed images (not those held out for calibration).
+            trained: Whether the network was trained with the class.
+        """
+
+    def on_class_removed(self, index: int) -> None:
+        """Hook of :meth:`remove_class`, after the pool entries are removed (default: nothing).
+
+        Args:
+            index: The removed class's index (later classes move up one).
+        """
+
     def remove_class(self, name: str) -> None:
         """Remove a class: its prompt-pool entries and calibration; later classes move up one index.
 
@@ -507,6 +527,7 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
             raise ValueError(msg)
         index = self.prompt_categories.index(name)
         self.model.prompt_pool.remove_class(index)
+        self.on_class_removed(index)
         if self.post_processor.num_classes:
             self.post_processor.remove_class(index)
         self.prompt_categories.pop(index)

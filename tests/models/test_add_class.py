@@ -47,7 +47,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
         "prompt_images": 8,
         "calibration_images": 2,
         "retrieved_share": 1.0,
-        "scored_by": "prompt",  # the network never trained on it
+        "scored_by": "memory" if name == "OneNip" else "prompt",  # the network never trained on it
     }
     assert model.prompt_categories == ["a", "b", "c", "grey"]
     assert model.model.prompt_pool.num_classes == 4
@@ -110,34 +110,48 @@ def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str
     assert torch.allclose(raw.anomaly_map[1:], expected_map[1:])
 
 
-@pytest.mark.parametrize("scoring", ["prompt", "network"])
-def test_onenip_scores_a_class_it_never_trained_on_by_its_prompt_images_nearest_patches(scoring: str) -> None:
+@pytest.mark.parametrize("scoring", ["memory", "prompt", "network"])
+def test_onenip_scores_a_class_it_never_trained_on_by_its_nearest_normal_patches(scoring: str) -> None:
+    """By default the class's patch memory (a coreset of all its images' patches), or its prompt images' patches."""
     model = calibrated_model("OneNip")
     model.model.untrained_class_scoring = scoring
     model.add_class("grey", _grey_images(10))
-    images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
     net = model.model
+    memory_size = round(0.1 * 8 * 64)  # 10 % of the 8 prompt images' 8 x 8 patches
+    assert net.class_memory.sizes(4) == ([0, 0, 0, memory_size] if scoring == "memory" else [0, 0, 0, 0])
+    images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
     with torch.no_grad():
         raw, class_ids, _ = net.predict(images)
         features = net.extract_features(images)
         nearest = net.prompt_patch_reconstruction(features, net.class_prompt_patches(class_ids))
         prompt_map, prompt_score = net.anomaly_map_generator(features, nearest, None, images.shape[-2:])
+        if scoring == "memory":
+            local = net.class_memory.local_patches(features)
+            memory_map, memory_score = net.anomaly_map_generator(
+                local, net.class_memory.nearest_patches(local, class_ids), None, images.shape[-2:]
+            )
     assert class_ids.tolist() == [0, 3, 3]
     assert not torch.allclose(raw.pred_score[0], prompt_score[0])  # a trained class: the network, always
-    if scoring == "prompt":
+    if scoring == "memory":
+        assert not torch.allclose(memory_score[1:], prompt_score[1:])
+        assert torch.allclose(raw.pred_score[1:], memory_score[1:])
+        assert torch.allclose(raw.anomaly_map[1:], memory_map[1:])
+    elif scoring == "prompt":
         assert torch.allclose(raw.pred_score[1:], prompt_score[1:])
         assert torch.allclose(raw.anomaly_map[1:], prompt_map[1:])
     else:
         assert not torch.allclose(raw.pred_score[1:], prompt_score[1:])
 
 
-def test_onenip_export_scores_an_added_class_by_its_prompt_as_torch_does(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scoring", ["memory", "prompt"])
+def test_onenip_export_scores_an_added_class_as_torch_does(scoring: str, tmp_path: Path) -> None:
     """The graph holds both routes and chooses by the pool's flags (PNPT's: the CLI test above)."""
     from anomalib.engine import Engine
 
     from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
 
     model = calibrated_model("OneNip")
+    model.model.untrained_class_scoring = scoring
     model.add_class("grey", _grey_images(10))
     path = Engine(default_root_dir=tmp_path).export(
         model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
@@ -192,6 +206,11 @@ def test_which_classes_the_network_trained_on_survives_re_adding_and_checkpoints
     loaded = type(model).load_from_checkpoint(tmp_path / "model.ckpt")
     assert loaded.trained_categories == ["a", "b", "c"]
     assert loaded.model.prompt_pool.trained.tolist() == pool.trained.tolist()
+    if name == "OneNip":  # the added class's patch memory comes back with it
+        assert loaded.model.class_memory.sizes(4) == [0, 0, 0, 51]
+        assert torch.equal(loaded.model.class_memory.patches, model.model.class_memory.patches)
+        model.remove_class("grey")
+        assert model.model.class_memory.patches.numel() == 0
 
 
 def test_too_few_images_and_uncalibrated_models_fail_clearly() -> None:

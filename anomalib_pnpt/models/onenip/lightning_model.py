@@ -91,8 +91,10 @@ class OneNip(PromptedAnomalyModule):
         score_pool: See :class:`OneNipModel`.
         dice_weight: See :class:`OneNipModel`.
         dice_per_image: See :class:`OneNipModel`.
-        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prompt
-            images alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
+        untrained_class_scoring: How a class added after training is scored: ``"memory"`` (default) by a coreset
+            patch memory of its images, ``"prompt"`` by its prompt images alone, ``"network"`` like the trained
+            classes; see :class:`OneNipModel`.
+        memory_sampling_ratio: See :class:`OneNipModel`.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
@@ -150,7 +152,8 @@ class OneNip(PromptedAnomalyModule):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
-        untrained_class_scoring: str = "prompt",
+        untrained_class_scoring: str = "memory",
+        memory_sampling_ratio: float = 0.1,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,
@@ -265,6 +268,18 @@ class OneNip(PromptedAnomalyModule):
         keys = self.model.global_key(features)
         chosen = closest_to_mean(keys, keys.mean(0), k)
         return keys[chosen], [features[chosen]], torch.ones(k)
+
+    @torch.no_grad()
+    def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
+        """A class the network never trained on gets its patch memory (``untrained_class_scoring="memory"``)."""
+        if trained or self.model.untrained_class_scoring != "memory":
+            return
+        features = torch.cat([self.model.extract_features(chunk) for chunk in images.split(16)])
+        self.model.class_memory.set_class(index, features)
+
+    def on_class_removed(self, index: int) -> None:
+        """Its patch memory goes with the class."""
+        self.model.class_memory.remove_class(index)
 
     def prompt_pool_ready(self) -> bool:
         """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""

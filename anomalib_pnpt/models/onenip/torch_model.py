@@ -54,10 +54,13 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
+from anomalib_pnpt.patch_memory import ClassPatchMemory
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 from anomalib_pnpt.transformer_blocks import ResidualAttention
 
 PROMPT_MODES = ("dynamic", "static", "none")
+UNTRAINED_CLASS_SCORINGS = ("memory", "prompt", "network")
+"""OneNIP's ways to score a class added after training: its patch memory, its prompt images, or the network."""
 
 
 class OneNipModel(nn.Module):
@@ -89,8 +92,11 @@ class OneNipModel(nn.Module):
         dice_weight: ``lambda`` of the Dice loss (paper: 0.5).
         dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
         untrained_class_scoring: How a class added after training (:meth:`PromptedAnomalyModule.add_class`) is
-            scored: ``"prompt"`` by its prompt images alone (:meth:`prompt_patch_reconstruction`: the network never
-            learnt that product; ``prompts_per_class`` images, all of them), ``"network"`` like the trained classes.
+            scored, the network never having learnt that product: ``"memory"`` by the nearest patches of a coreset
+            of all its images' patches (:class:`~anomalib_pnpt.patch_memory.ClassPatchMemory`), ``"prompt"`` by
+            the nearest patches of its ``prompts_per_class`` prompt images (:meth:`prompt_patch_reconstruction`),
+            ``"network"`` like the trained classes.
+        memory_sampling_ratio: Coreset share of an added class's patch vectors kept in its memory.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -119,10 +125,13 @@ class OneNipModel(nn.Module):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
-        untrained_class_scoring: str = "prompt",
+        untrained_class_scoring: str = "memory",
+        memory_sampling_ratio: float = 0.1,
     ) -> None:
         super().__init__()
-        self.untrained_class_scoring = validate_untrained_class_scoring(untrained_class_scoring)
+        self.untrained_class_scoring = validate_untrained_class_scoring(
+            untrained_class_scoring, UNTRAINED_CLASS_SCORINGS
+        )
         if prompt_mode not in PROMPT_MODES:
             msg = f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}."
             raise ValueError(msg)
@@ -145,6 +154,8 @@ class OneNipModel(nn.Module):
         self.noise_scale = noise_scale
 
         self.prompt_pool = PromptPool(num_prompts=1, entries_per_class=prompts_per_class)
+        # Filled only for classes added after training (``untrained_class_scoring="memory"``).
+        self.class_memory = ClassPatchMemory(sampling_ratio=memory_sampling_ratio)
         # Random-prompt bank for training only: rebuilt when training starts, never saved.
         self.register_buffer("training_prompts", torch.zeros(0), persistent=False)
         self.register_buffer("training_prompt_counts", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -202,6 +213,7 @@ class OneNipModel(nn.Module):
             msg = f"Prompt images of {int(class_ids.max()) + 1} classes given for {num_classes} classes."
             raise ValueError(msg)
         self.prompt_pool.set_entries(class_ids, self.global_key(features), [features])
+        self.class_memory.clear()  # the pool's classes are now all the network's
         if training_features is None or training_class_ids is None:
             training_features, training_class_ids = features, class_ids
         self.set_training_prompts(training_class_ids, training_features, num_classes)
@@ -351,13 +363,19 @@ class OneNipModel(nn.Module):
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
         if (
-            self.untrained_class_scoring == "prompt"
+            self.untrained_class_scoring != "network"
             and prompts is not None
             and self.prompt_pool.may_hold_untrained_classes()
         ):
-            # A class the network never trained on: S_rec of the prompt's nearest patches, no refiner.
-            nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
-            prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
+            # A class the network never trained on: S_rec against the nearest normal patches of the class (its
+            # memory's, or its prompt images'), no refiner.
+            if self.untrained_class_scoring == "memory":
+                local = self.class_memory.local_patches(features)
+                nearest = self.class_memory.nearest_patches(local, class_ids)
+            else:
+                local = features
+                nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
+            prompt_only = self.anomaly_map_generator(local, nearest, None, images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 

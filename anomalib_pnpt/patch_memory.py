@@ -1,0 +1,140 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Per-class memory of normal patch vectors: how a product added after training is scored without the network.
+
+A class added to a trained model (:meth:`~anomalib_pnpt.models.prompted_module.PromptedAnomalyModule.add_class`)
+was never seen by the network, which does not carry over to it (``benchmarks/results/new_class_onenip_cpu``).
+A few prompt images are too little of a class whose normal parts differ widely (magnetic_tile: 16 prompt images
+gave image AUROC 63.6 against the trained model's 88.9). This memory keeps what PatchCore keeps of a class -- a
+greedy k-center coreset of all its images' locally aggregated patch vectors -- and scores a location by the
+distance to its nearest memory patch of the retrieved class. It is held per class, so a query is only ever
+compared with its own class, and it lives in buffers, so exports contain it.
+
+All classes' patches are held in one ``(N, C)`` buffer with each row's class: no padding, and a query is compared
+with its own class's rows only (the others are pushed out of reach).
+
+Example:
+    >>> import torch
+    >>> memory = ClassPatchMemory(sampling_ratio=0.5)
+    >>> memory.set_class(0, torch.rand(4, 8, 3, 3))  # 36 patch vectors, half of them kept
+    18
+    >>> features = memory.local_patches(torch.rand(2, 8, 3, 3))
+    >>> memory.nearest_patches(features, torch.zeros(2, dtype=torch.long)).shape
+    torch.Size([2, 8, 3, 3])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from anomalib_pnpt.coreset import FastKCenterGreedy
+
+# Added to the distance of another class's patches: out of reach of any real one. ``torch.where``, not a product
+# with a 0/1 mask, so an FP16 export that rounds it to infinity still gives no NaN.
+_OTHER_CLASS = 1.0e10
+
+
+class ClassPatchMemory(nn.Module):
+    """Coreset of each class's locally aggregated normal patch vectors: ``patches (N, C)``, ``patch_classes (N,)``.
+
+    Args:
+        sampling_ratio: Share of a class's patch vectors kept (PatchCore's coreset ratio).
+        aggregation: Side of the average pooling that makes a patch vector "locally aware" (PatchCore: 3; 1 = none).
+    """
+
+    def __init__(self, sampling_ratio: float = 0.1, aggregation: int = 3) -> None:
+        super().__init__()
+        if not 0 < sampling_ratio <= 1:
+            msg = f"sampling_ratio must be in (0, 1], got {sampling_ratio}."
+            raise ValueError(msg)
+        self.sampling_ratio = sampling_ratio
+        self.aggregation = aggregation
+        self.register_buffer("patches", torch.zeros(0, 0))
+        self.register_buffer("patch_classes", torch.zeros(0, dtype=torch.long))
+
+    def sizes(self, num_classes: int) -> list[int]:
+        """Memory patches of each of the first ``num_classes`` classes (0 for a class without memory)."""
+        return torch.bincount(self.patch_classes.cpu(), minlength=num_classes)[:num_classes].tolist()
+
+    def has_class(self, index: int) -> bool:
+        """Whether class ``index`` has memory patches."""
+        return bool((self.patch_classes == index).any())
+
+    def local_patches(self, features: torch.Tensor) -> torch.Tensor:
+        """Each location averaged with its neighbours (borders: over the locations inside), ``(B, C, h, w)``."""
+        if self.aggregation <= 1:
+            return features
+        side = self.aggregation
+        return F.avg_pool2d(features, side, stride=1, padding=side // 2, count_include_pad=False)
+
+    @torch.no_grad()
+    def set_class(self, index: int, features: torch.Tensor) -> int:
+        """Make class ``index``'s memory from feature maps of its normal images (replaces what it had).
+
+        Args:
+            index: Class index.
+            features: ``(N, C, h, w)`` backbone features of the class's images (not aggregated).
+
+        Returns:
+            The number of patch vectors kept.
+        """
+        vectors = self.local_patches(features).permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+        count = max(1, round(self.sampling_ratio * len(vectors)))
+        if count < len(vectors):
+            chosen = FastKCenterGreedy(vectors.cpu(), sampling_ratio=count / len(vectors), progress_every_s=0)
+            vectors = vectors[torch.as_tensor(chosen.select_coreset_idxs(), device=vectors.device)]
+        keep = self.patch_classes != index
+        patches = (
+            self.patches[keep].to(vectors.device) if self.patches.numel() else vectors.new_zeros(0, vectors.shape[1])
+        )
+        classes = self.patch_classes[keep].to(vectors.device)
+        self.patches = torch.cat([patches, vectors])
+        self.patch_classes = torch.cat([classes, torch.full((len(vectors),), index, device=vectors.device)])
+        return len(vectors)
+
+    @torch.no_grad()
+    def remove_class(self, index: int) -> None:
+        """Delete class ``index``'s patches; later classes move up one index."""
+        keep = self.patch_classes != index
+        classes = self.patch_classes[keep]
+        self.patches, self.patch_classes = self.patches[keep], classes - (classes > index).long()
+
+    def clear(self) -> None:
+        """Forget every class (the pool was rebuilt by training: its classes are the network's)."""
+        self.patches, self.patch_classes = self.patches.new_zeros(0, 0), self.patch_classes.new_zeros(0)
+
+    def nearest_patches(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Each location of ``local_features`` replaced by its nearest (L2) memory patch of its image's class.
+
+        Written with matrix products (no ``cdist``) so that ONNX and OpenVINO export it. A class without memory
+        patches (a trained one) gets another class's: its scores are meaningless and must be routed away.
+
+        Args:
+            local_features: ``(B, C, h, w)`` aggregated query features (:meth:`local_patches`).
+            class_ids: ``(B,)`` the retrieved class of every image.
+
+        Returns:
+            ``(B, C, h, w)``.
+        """
+        if self.patches.numel() == 0:  # no class has a memory: nothing is routed here
+            return local_features
+        query = local_features.flatten(2).transpose(1, 2)  # (B, L, C)
+        # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
+        distance = self.patches.pow(2).sum(-1) - 2 * query @ self.patches.T  # (B, L, N)
+        other_class = self.patch_classes[None, :] != class_ids[:, None]  # (B, N)
+        distance = distance + torch.where(other_class, _OTHER_CLASS, 0.0).unsqueeze(1)
+        chosen = self.patches[distance.argmin(dim=-1)]  # (B, L, C)
+        return chosen.transpose(1, 2).reshape(local_features.shape)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The memory's size is data-dependent, and checkpoints from before it have none: adopt the saved shapes.
+        for name, buffer in list(self._buffers.items()):
+            saved = state_dict.setdefault(prefix + name, buffer.new_zeros((0,) * buffer.ndim))
+            if saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,80 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The per-class patch memory that scores a class added after training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomalib_pnpt.patch_memory import ClassPatchMemory
+
+
+def _features(count: int, seed: int, offset: float = 0.0) -> torch.Tensor:
+    return offset + torch.randn(count, 6, 4, 4, generator=torch.Generator().manual_seed(seed))
+
+
+def test_each_location_takes_its_nearest_patch_of_its_own_class_only() -> None:
+    memory = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    memory.set_class(1, _features(3, seed=1, offset=10.0))  # class 0: no memory (a trained class)
+    memory.set_class(2, _features(2, seed=2))
+    assert memory.sizes(3) == [0, 48, 32]
+    query = _features(1, seed=2)[:, :, :2, :2] + 0.01  # near class 2's patches, far from class 1's
+    nearest = memory.nearest_patches(query, torch.tensor([2]))
+    assert torch.equal(nearest, _features(1, seed=2)[:, :, :2, :2])
+    # Asked for class 1, the same query gets class 1's patches although class 2's are closer.
+    from_one = memory.nearest_patches(query, torch.tensor([1])).permute(0, 2, 3, 1).reshape(-1, 6)
+    class_one = memory.patches[memory.patch_classes == 1]
+    assert all(bool((class_one == row).all(dim=1).any()) for row in from_one)
+
+
+def test_replacing_a_class_replaces_only_its_patches() -> None:
+    memory = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    memory.set_class(0, _features(4, seed=0))
+    memory.set_class(1, _features(1, seed=1))
+    memory.set_class(0, _features(2, seed=5))
+    assert memory.sizes(2) == [32, 16]
+    assert torch.equal(
+        memory.patches[memory.patch_classes == 0], _features(2, seed=5).permute(0, 2, 3, 1).reshape(-1, 6)
+    )
+
+
+def test_the_coreset_keeps_its_share_and_covers_the_patches() -> None:
+    memory = ClassPatchMemory(sampling_ratio=0.25, aggregation=1)
+    features = _features(8, seed=3)
+    assert memory.set_class(0, features) == 32  # a quarter of 128 patch vectors
+    kept = memory.patches
+    vectors = features.permute(0, 2, 3, 1).reshape(-1, 6)
+    assert all(bool((vectors == row).all(dim=1).any()) for row in kept)  # real patches of the class
+    # A k-center coreset covers the patches better than as many random ones do.
+    random = vectors[torch.randperm(128, generator=torch.Generator().manual_seed(0))[:32]]
+    assert torch.cdist(vectors, kept).min(1).values.max() < torch.cdist(vectors, random).min(1).values.max()
+
+
+def test_local_patches_average_each_locations_neighbourhood() -> None:
+    features = torch.zeros(1, 1, 3, 3)
+    features[0, 0, 1, 1] = 9.0
+    local = ClassPatchMemory(aggregation=3).local_patches(features)
+    assert float(local[0, 0, 1, 1]) == pytest.approx(1.0)  # 9 over the 9 neighbours
+    assert float(local[0, 0, 0, 0]) == pytest.approx(9.0 / 4)  # a corner averages its 4 locations inside
+    assert torch.equal(ClassPatchMemory(aggregation=1).local_patches(features), features)
+
+
+def test_removing_classes_and_loading_a_saved_memory() -> None:
+    memory = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    memory.set_class(1, _features(2, seed=1))
+    memory.set_class(2, _features(1, seed=2))
+    memory.remove_class(1)  # class 2 moves up to index 1
+    assert memory.sizes(2) == [0, 16]
+    assert memory.patches.shape == (16, 6)
+    loaded = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    loaded.load_state_dict(memory.state_dict())
+    assert torch.equal(loaded.patches, memory.patches)
+    assert loaded.has_class(1) and not loaded.has_class(0)
+    memory.remove_class(1)
+    assert memory.patches.shape[0] == 0
+    # A checkpoint from before the memory existed loads as an empty memory.
+    empty = ClassPatchMemory()
+    empty.load_state_dict({}, strict=True)
+    assert empty.patches.numel() == 0
