@@ -66,11 +66,16 @@ class ClassPatchMemory(nn.Module):
         return bool((self.patch_classes == index).any())
 
     def local_patches(self, features: torch.Tensor) -> torch.Tensor:
-        """Each location averaged with its neighbours (borders: over the locations inside), ``(B, C, h, w)``."""
+        """Each location averaged with its neighbours, zero padding counted, ``(B, C, h, w)``.
+
+        As PatchCore's ``AvgPool2d(3, 1, 1)``: border locations are pulled towards zero, which damps the distances
+        of the most variable part of an image, its border. On magnetic_tile (OneNIP's Lite2 features, coreset 0.1)
+        averaging over the locations inside only gave image AUROC 88.4 against 93.8 (session 22's probe).
+        """
         if self.aggregation <= 1:
             return features
         side = self.aggregation
-        return F.avg_pool2d(features, side, stride=1, padding=side // 2, count_include_pad=False)
+        return F.avg_pool2d(features, side, stride=1, padding=side // 2, count_include_pad=True)
 
     @torch.no_grad()
     def set_class(self, index: int, features: torch.Tensor) -> int:

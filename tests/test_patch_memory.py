@@ -57,7 +57,7 @@ def test_local_patches_average_each_locations_neighbourhood() -> None:
     features[0, 0, 1, 1] = 9.0
     local = ClassPatchMemory(aggregation=3).local_patches(features)
     assert float(local[0, 0, 1, 1]) == pytest.approx(1.0)  # 9 over the 9 neighbours
-    assert float(local[0, 0, 0, 0]) == pytest.approx(9.0 / 4)  # a corner averages its 4 locations inside
+    assert float(local[0, 0, 0, 0]) == pytest.approx(1.0)  # a corner: the padding counts (PatchCore's pooling)
     assert torch.equal(ClassPatchMemory(aggregation=1).local_patches(features), features)
 
 
