@@ -25,11 +25,12 @@ import torch
 COMMANDS = ("add-class", "remove-class")
 
 
-def load_checkpoint_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
+def load_checkpoint_model(path: str | Path, **overrides: Any) -> tuple[Any, dict[str, Any]]:
     """The PNPT or OneNIP model of a Lightning checkpoint (the kind read from its hyper-parameters), in eval mode.
 
     Args:
         path: Checkpoint file written by training (or by this command).
+        **overrides: Constructor arguments replacing the checkpoint's (e.g. ``prompts_per_class``).
 
     Returns:
         ``(model, checkpoint dict)``.
@@ -38,7 +39,7 @@ def load_checkpoint_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model_class = OneNip if "prompt_mode" in checkpoint.get("hyper_parameters", {}) else Pnpt
-    return model_class.load_from_checkpoint(path, map_location="cpu").eval(), checkpoint
+    return model_class.load_from_checkpoint(path, map_location="cpu", **overrides).eval(), checkpoint
 
 
 def save_checkpoint_model(model: Any, checkpoint: dict[str, Any], path: str | Path) -> None:

@@ -100,14 +100,13 @@ def _test(model: Any, engine: Engine, root: Path, classes: list[str]) -> dict[st
 
 def _loaded(checkpoint: Path, root: Path, classes: list[str], prompts_per_class: int | None) -> Any:
     """The checkpoint's model; with ``prompts_per_class``, its pool rebuilt from the training images with that many."""
-    model = load_checkpoint_model(checkpoint)[0]
-    if prompts_per_class is not None:
-        model = type(model).load_from_checkpoint(checkpoint, map_location="cpu", prompts_per_class=prompts_per_class)
-        datamodule = MultiClassMVTecAD(root=root, categories=classes, eval_batch_size=16)
-        datamodule.setup()
-        model.fill_prompt_pool(datamodule)  # the training images only
-        model.eval()
-    return model
+    if prompts_per_class is None:
+        return load_checkpoint_model(checkpoint)[0]
+    model = load_checkpoint_model(checkpoint, prompts_per_class=prompts_per_class)[0]
+    datamodule = MultiClassMVTecAD(root=root, categories=classes, eval_batch_size=16)
+    datamodule.setup()
+    model.fill_prompt_pool(datamodule)  # the training images only
+    return model.eval()
 
 
 def _write_results(args: argparse.Namespace, rows: list[dict[str, Any]], classes: list[str], epochs: int) -> None:
