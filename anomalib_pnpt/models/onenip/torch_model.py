@@ -364,7 +364,7 @@ class OneNipModel(nn.Module):
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
         if (
             self.untrained_class_scoring != "network"
-            and prompts is not None
+            and (prompts is not None or self.untrained_class_scoring == "memory")  # "none" mode has no prompts
             and self.prompt_pool.may_hold_untrained_classes()
         ):
             # A class the network never trained on: S_rec against the nearest normal patches of the class (its
