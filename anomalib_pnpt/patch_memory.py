@@ -91,8 +91,15 @@ class ClassPatchMemory(nn.Module):
         vectors = self.local_patches(features).permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
         count = max(1, round(self.sampling_ratio * len(vectors)))
         if count < len(vectors):
+            # A class's memory must not depend on what ran before: the sampler's random projection gets a seed (its
+            # public ``random_state``, else numpy's global generator) and its first centre, drawn from torch's
+            # global generator, a fixed seed on a forked generator (the caller's state is untouched).
             chosen = FastKCenterGreedy(vectors.cpu(), sampling_ratio=count / len(vectors), progress_every_s=0)
-            vectors = vectors[torch.as_tensor(chosen.select_coreset_idxs(), device=vectors.device)]
+            chosen.model.random_state = 0
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                indices = chosen.select_coreset_idxs()
+            vectors = vectors[torch.as_tensor(indices, device=vectors.device)]
         keep = self.patch_classes != index
         patches = (
             self.patches[keep].to(vectors.device) if self.patches.numel() else vectors.new_zeros(0, vectors.shape[1])

@@ -127,7 +127,7 @@ def main() -> None:
             classes, torch.cat(scores[beta]), torch.cat(labels), torch.cat(maps[beta]), torch.cat(masks)
         )
         for category, row in table.iterrows():
-            rows.append({"beta": f"{beta:g}", "category": category, **dict(row)})  # as given, not rounded
+            rows.append({"beta": f"beta {beta:g}", "category": category, **dict(row)})  # text: never rounded
     frame = pd.DataFrame(rows)
     metrics = ["image_AUROC", "pixel_AUROC", "pixel_AP", "PRO"]
     shown = frame[["beta", "category", *metrics]].copy()
