@@ -6,7 +6,7 @@
 A class added to a trained model (:meth:`~anomalib_pnpt.models.prompted_module.PromptedAnomalyModule.add_class`)
 was never seen by the network, which does not carry over to it (``benchmarks/results/new_class_onenip_cpu``).
 A few prompt images are too little of a class whose normal parts differ widely (magnetic_tile: 16 prompt images
-gave image AUROC 63.6 against the trained model's 88.9; this memory 93.5, ``new_class_onenip_memory``). It keeps
+gave image AUROC 63.6 against the trained model's 88.9; this memory 92.8, ``new_class_onenip_memory``). It keeps
 what PatchCore keeps of a class -- a greedy k-center coreset of all its images' locally aggregated patch vectors --
 and scores a location by the distance to its nearest memory patch of the retrieved class. It is held per class, so
 a query is only ever compared with its own class, and it lives in buffers, so exports contain it.
