@@ -70,7 +70,8 @@ class ClassPatchMemory(nn.Module):
 
         As PatchCore's ``AvgPool2d(3, 1, 1)``: border locations are pulled towards zero, which damps the distances
         of the most variable part of an image, its border. On magnetic_tile (OneNIP's Lite2 features, coreset 0.1)
-        averaging over the locations inside only gave image AUROC 88.4 against 93.8 (session 22's probe).
+        averaging over the locations inside only gave image AUROC 88.4 against 93.8 (``benchmarks/results/README.md``,
+        ``new_class_onenip_memory``).
         """
         if self.aggregation <= 1:
             return features
