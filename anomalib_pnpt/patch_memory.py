@@ -39,6 +39,39 @@ from anomalib_pnpt.coreset import FastKCenterGreedy
 _OTHER_CLASS = 1.0e10
 
 
+def nearest_patch_map(
+    features: torch.Tensor, patches: torch.Tensor, excluded: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each location of ``features`` replaced by its nearest (L2) row of ``patches``.
+
+    Written with matrix products, argmin and gather (no ``cdist``) so that ONNX and OpenVINO export it.
+
+    Args:
+        features: ``(B, C, h, w)`` query features.
+        patches: ``(N, C)`` rows shared by every image, or ``(B, N, C)`` rows of each image.
+        excluded: ``(B, N)`` rows out of reach for each image (another class's), or ``None``.
+
+    Returns:
+        ``(B, C, h, w)``.
+
+    Example:
+        >>> rows = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
+        >>> nearest_patch_map(torch.tensor([[[[4.0]], [[6.0]]]]), rows).flatten().tolist()
+        [5.0, 5.0]
+    """
+    query = features.flatten(2).transpose(1, 2)  # (B, L, C)
+    # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
+    distance = patches.pow(2).sum(-1).unsqueeze(-2) - 2 * query @ patches.transpose(-1, -2)  # (B, L, N)
+    if excluded is not None:
+        distance = distance + torch.where(excluded, _OTHER_CLASS, 0.0).unsqueeze(1)
+    nearest = distance.argmin(dim=-1)  # (B, L)
+    if patches.ndim == 2:
+        chosen = patches[nearest]
+    else:
+        chosen = torch.gather(patches, 1, nearest.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+    return chosen.transpose(1, 2).reshape(features.shape)
+
+
 class ClassPatchMemory(nn.Module):
     """Coreset of each class's locally aggregated normal patch vectors: ``patches (N, C)``, ``patch_classes (N,)``.
 
@@ -60,10 +93,6 @@ class ClassPatchMemory(nn.Module):
     def sizes(self, num_classes: int) -> list[int]:
         """Memory patches of each of the first ``num_classes`` classes (0 for a class without memory)."""
         return torch.bincount(self.patch_classes.cpu(), minlength=num_classes)[:num_classes].tolist()
-
-    def has_class(self, index: int) -> bool:
-        """Whether class ``index`` has memory patches."""
-        return bool((self.patch_classes == index).any())
 
     def local_patches(self, features: torch.Tensor) -> torch.Tensor:
         """Each location averaged with its neighbours, zero padding counted, ``(B, C, h, w)``.
@@ -124,8 +153,8 @@ class ClassPatchMemory(nn.Module):
     def nearest_patches(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         """Each location of ``local_features`` replaced by its nearest (L2) memory patch of its image's class.
 
-        Written with matrix products (no ``cdist``) so that ONNX and OpenVINO export it. A class without memory
-        patches (a trained one) gets another class's: its scores are meaningless and must be routed away.
+        A class without memory patches (a trained one) gets another class's: its scores are meaningless and must
+        be routed away.
 
         Args:
             local_features: ``(B, C, h, w)`` aggregated query features (:meth:`local_patches`).
@@ -136,13 +165,8 @@ class ClassPatchMemory(nn.Module):
         """
         if self.patches.numel() == 0:  # no class has a memory: nothing is routed here
             return local_features
-        query = local_features.flatten(2).transpose(1, 2)  # (B, L, C)
-        # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
-        distance = self.patches.pow(2).sum(-1) - 2 * query @ self.patches.T  # (B, L, N)
         other_class = self.patch_classes[None, :] != class_ids[:, None]  # (B, N)
-        distance = distance + torch.where(other_class, _OTHER_CLASS, 0.0).unsqueeze(1)
-        chosen = self.patches[distance.argmin(dim=-1)]  # (B, L, C)
-        return chosen.transpose(1, 2).reshape(local_features.shape)
+        return nearest_patch_map(local_features, self.patches, other_class)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The memory's size is data-dependent, and checkpoints from before it have none: adopt the saved shapes.

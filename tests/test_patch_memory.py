@@ -72,7 +72,7 @@ def test_removing_classes_and_loading_a_saved_memory() -> None:
     loaded = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
     loaded.load_state_dict(memory.state_dict())
     assert torch.equal(loaded.patches, memory.patches)
-    assert loaded.has_class(1) and not loaded.has_class(0)
+    assert loaded.sizes(2) == [0, 16]
     memory.remove_class(1)
     assert memory.patches.shape[0] == 0
     # A checkpoint from before the memory existed loads as an empty memory.

@@ -54,7 +54,7 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.patch_memory import ClassPatchMemory
+from anomalib_pnpt.patch_memory import ClassPatchMemory, nearest_patch_map
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 from anomalib_pnpt.transformer_blocks import ResidualAttention
 
@@ -295,7 +295,7 @@ class OneNipModel(nn.Module):
         """Each location of ``features`` replaced by its nearest (L2) patch of the class's prompt images.
 
         A reconstruction from normal images of the class without any trained part: for a class the network never
-        trained on. Written with matrix products (no ``cdist``) so that ONNX and OpenVINO export it.
+        trained on (:func:`~anomalib_pnpt.patch_memory.nearest_patch_map`, exportable).
 
         Args:
             features: ``(B, C, h, w)`` query features.
@@ -304,12 +304,7 @@ class OneNipModel(nn.Module):
         Returns:
             ``(B, C, h, w)``.
         """
-        query = features.flatten(2).transpose(1, 2)
-        # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
-        distance = prompt_patches.pow(2).sum(-1).unsqueeze(1) - 2 * query @ prompt_patches.transpose(1, 2)
-        nearest = distance.argmin(dim=-1)
-        chosen = torch.gather(prompt_patches, 1, nearest.unsqueeze(-1).expand(-1, -1, prompt_patches.shape[-1]))
-        return chosen.transpose(1, 2).reshape(features.shape)
+        return nearest_patch_map(features, prompt_patches)
 
     def refine(self, features: torch.Tensor, reconstruction: torch.Tensor, image_size: torch.Size) -> torch.Tensor:
         """Refiner map ``(B, 1, H, W)`` from the residual ``|F - F_hat|``."""
