@@ -14,6 +14,11 @@ a query is only ever compared with its own class, and it lives in buffers, so ex
 All classes' patches are held in one ``(N, C)`` buffer with each row's class: no padding, and a query is compared
 with its own class's rows only (the others are pushed out of reach).
 
+A memory can also serve a class the network trained on, beside the network's own map (OneNIP's ``memory_weight``).
+Two maps can only be added on one scale, so such a class keeps some of its normal images out of its memory and
+records how far they lie from it (:attr:`ClassPatchMemory.normal_scales`): the memory's distance on normal images
+of that class, measured on images it does not contain, as a test image is.
+
 Example:
     >>> import torch
     >>> memory = ClassPatchMemory(sampling_ratio=0.5)
@@ -89,6 +94,8 @@ class ClassPatchMemory(nn.Module):
         self.aggregation = aggregation
         self.register_buffer("patches", torch.zeros(0, 0))
         self.register_buffer("patch_classes", torch.zeros(0, dtype=torch.long))
+        # Per class index: the largest distance of a held-out normal patch to the class's memory (1: none measured).
+        self.register_buffer("normal_scales", torch.zeros(0))
 
     def sizes(self, num_classes: int) -> list[int]:
         """Memory patches of each of the first ``num_classes`` classes (0 for a class without memory)."""
@@ -108,12 +115,14 @@ class ClassPatchMemory(nn.Module):
         return F.avg_pool2d(features, side, stride=1, padding=side // 2, count_include_pad=True)
 
     @torch.no_grad()
-    def set_class(self, index: int, features: torch.Tensor) -> int:
+    def set_class(self, index: int, features: torch.Tensor, held_out: torch.Tensor | None = None) -> int:
         """Make class ``index``'s memory from feature maps of its normal images (replaces what it had).
 
         Args:
             index: Class index.
             features: ``(N, C, h, w)`` backbone features of the class's images (not aggregated).
+            held_out: ``(M, C, h, w)`` features of other normal images of the class, kept out of the memory: their
+                largest distance to it becomes the class's :attr:`normal_scales` entry (else 1).
 
         Returns:
             The number of patch vectors kept.
@@ -137,6 +146,14 @@ class ClassPatchMemory(nn.Module):
         classes = self.patch_classes[keep].to(vectors.device)
         self.patches = torch.cat([patches, vectors])
         self.patch_classes = torch.cat([classes, torch.full((len(vectors),), index, device=vectors.device)])
+        scales = self.normal_scales.to(vectors.device)
+        if len(scales) <= index:
+            scales = torch.cat([scales, scales.new_ones(index + 1 - len(scales))])
+        scales[index] = 1.0
+        if held_out is not None and len(held_out):
+            own = torch.full((len(held_out),), index, device=vectors.device)
+            scales[index] = float(self.distances(self.local_patches(held_out.to(vectors.device)), own).amax())
+        self.normal_scales = scales
         return len(vectors)
 
     @torch.no_grad()
@@ -145,10 +162,13 @@ class ClassPatchMemory(nn.Module):
         keep = self.patch_classes != index
         classes = self.patch_classes[keep]
         self.patches, self.patch_classes = self.patches[keep], classes - (classes > index).long()
+        if index < len(self.normal_scales):
+            self.normal_scales = torch.cat([self.normal_scales[:index], self.normal_scales[index + 1 :]])
 
     def clear(self) -> None:
         """Forget every class (the pool was rebuilt by training: its classes are the network's)."""
         self.patches, self.patch_classes = self.patches.new_zeros(0, 0), self.patch_classes.new_zeros(0)
+        self.normal_scales = self.normal_scales.new_zeros(0)
 
     def nearest_patches(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         """Each location of ``local_features`` replaced by its nearest (L2) memory patch of its image's class.
@@ -167,6 +187,19 @@ class ClassPatchMemory(nn.Module):
             return local_features
         other_class = self.patch_classes[None, :] != class_ids[:, None]  # (B, N)
         return nearest_patch_map(local_features, self.patches, other_class)
+
+    def distances(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """L2 distance of each location to its nearest memory patch of its image's class, ``(B, 1, h, w)``.
+
+        Args:
+            local_features: ``(B, C, h, w)`` aggregated query features (:meth:`local_patches`).
+            class_ids: ``(B,)`` the retrieved class of every image.
+
+        Returns:
+            ``(B, 1, h, w)``.
+        """
+        nearest = self.nearest_patches(local_features, class_ids)
+        return (local_features - nearest).pow(2).sum(dim=1, keepdim=True).sqrt()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The memory's size is data-dependent, and checkpoints from before it have none: adopt the saved shapes.

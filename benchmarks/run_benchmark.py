@@ -106,6 +106,7 @@ def main() -> int:
     command = command_line()
     write_results(table, output, command)
     curves = [pd.read_csv(path) for path in sorted((output / "jobs").glob("*/learning_curve.csv"))]
+    curves = [curve for curve in curves if "category" in curve.columns]  # no point reached (e.g. --max-epochs 1)
     if curves:
         curve = pd.concat(curves, ignore_index=True)
         curve.to_csv(output / "learning_curve.csv", index=False)

@@ -30,11 +30,14 @@ def class_images(class_ids: list[int], seed: int = 0) -> torch.Tensor:
     return images
 
 
-def calibrated_model(name: str) -> torch.nn.Module:
-    """The named model on random Lite0 weights with a three-class pool and per-class calibration, in eval mode."""
+def calibrated_model(name: str, **overrides: object) -> torch.nn.Module:
+    """The named model on random Lite0 weights with a three-class pool and per-class calibration, in eval mode.
+
+    ``overrides`` are more constructor arguments of the model.
+    """
     torch.manual_seed(0)
     cls, arguments = MODELS[name]
-    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments)
+    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments, **overrides)
     images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
     model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
     model.prompt_categories = ["a", "b", "c"]

@@ -62,5 +62,9 @@ class OneNipAnomalyMap(nn.Module):
         anomaly_map = self.reconstruction_error(features, reconstruction, image_size)
         if refined is not None:
             anomaly_map = (1 - self.alpha) * anomaly_map + self.alpha * self.refiner_scale * refined
+        return anomaly_map, self.image_score(anomaly_map)
+
+    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Image score ``(B,)``: the maximum of the ``score_pool`` x ``score_pool`` average-pooled map."""
         pooled = F.avg_pool2d(anomaly_map, self.score_pool, stride=1) if self.score_pool > 1 else anomaly_map
-        return anomaly_map, pooled.flatten(1).amax(dim=1)
+        return pooled.flatten(1).amax(dim=1)

@@ -95,6 +95,12 @@ class OneNip(PromptedAnomalyModule):
             patch memory of its images, ``"prompt"`` by its prompt images alone, ``"network"`` like the trained
             classes; see :class:`OneNipModel`.
         memory_sampling_ratio: See :class:`OneNipModel`.
+        memory_layers: See :class:`OneNipModel`.
+        memory_stride: See :class:`OneNipModel`.
+        memory_weight: See :class:`OneNipModel` (not in the paper: 0). With ``memory_weight > 0`` every trained
+            class's patch memory is built with the prompt pool, from its training images; every
+            ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
+        memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
@@ -154,6 +160,10 @@ class OneNip(PromptedAnomalyModule):
         dice_per_image: bool = False,
         untrained_class_scoring: str = "memory",
         memory_sampling_ratio: float = 0.1,
+        memory_layers: Sequence[int] | None = None,
+        memory_stride: int = 16,
+        memory_weight: float = 0.0,
+        memory_holdout: int = 10,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,
@@ -199,6 +209,10 @@ class OneNip(PromptedAnomalyModule):
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
+        if memory_holdout < 2:
+            msg = f"memory_holdout must be at least 2 (one in that many images is held out), got {memory_holdout}."
+            raise ValueError(msg)
+        self.memory_holdout = memory_holdout
         self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(
@@ -234,9 +248,12 @@ class OneNip(PromptedAnomalyModule):
         selection = PromptSelection(
             num_classes or 1, self.model.prompts_per_class, self.model.training_prompts_per_class
         )
+        memory = _ClassFeatures()
         for images, class_ids, paths in batches:
             features = self._clean_features(images, paths)
             selection.add(class_ids, self.model.global_key(features), features, paths)
+            if self.model.memory_weight > 0:
+                memory.add(class_ids, self.model.memory_features(images))
         chosen = selection.choose()
         device = self.device
         self.model.set_prompts(
@@ -246,6 +263,51 @@ class OneNip(PromptedAnomalyModule):
             training_features=chosen.bank_features.to(device),
             training_class_ids=chosen.bank_class_ids.to(device),
         )
+        for class_id, features in memory.per_class():
+            self._set_trained_class_memory(class_id, features)
+
+    def _set_trained_class_memory(self, index: int, features: torch.Tensor) -> None:
+        """A trained class's memory, every ``memory_holdout``-th image held out to measure its normal range."""
+        held_out = torch.zeros(len(features), dtype=torch.bool)
+        held_out[:: self.memory_holdout] = len(features) > 1  # one image alone goes to the memory (scale 1)
+        start = time.perf_counter()
+        features = features.to(self.device)
+        kept = self.model.class_memory.set_class(index, features[~held_out], held_out=features[held_out])
+        logger.info(
+            "Patch memory of class %d: %d patches from %d images, normal scale %.4f (%d held-out images), %.0f s",
+            index,
+            kept,
+            int((~held_out).sum()),
+            float(self.model.class_memory.normal_scales[index]),
+            int(held_out.sum()),
+            time.perf_counter() - start,
+        )
+
+    @torch.no_grad()
+    def fill_class_memory(self, datamodule: Any) -> None:
+        """Build every trained class's patch memory from ``datamodule``'s training images (``memory_weight > 0``).
+
+        Training does it with the prompt pool; this is for a model trained without it, e.g. loaded with a
+        ``memory_weight`` override: ``OneNip.load_from_checkpoint(path, memory_weight=0.5)``.
+
+        Args:
+            datamodule: The datamodule the model was trained on (its training images, in its class order).
+
+        Example:
+            >>> model.fill_class_memory(MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
+        """
+        was_training = self.training
+        self.eval()
+        memory = _ClassFeatures()
+        for images, class_ids, _ in preprocessed_batches(pool_dataloader(datamodule.train_dataloader()), self):
+            memory.add(class_ids, self.model.memory_features(images))
+        stored = self.model.class_memory.patches
+        if stored.numel() and stored.shape[1] != self.model.memory_features_dim:
+            logger.warning("The patch memory's features changed (memory_layers / memory_stride): rebuilt anew.")
+            self.model.class_memory.clear()
+        for class_id, features in memory.per_class():
+            self._set_trained_class_memory(class_id, features)
+        self.train(was_training)
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -271,11 +333,19 @@ class OneNip(PromptedAnomalyModule):
 
     @torch.no_grad()
     def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
-        """A class the network never trained on gets its patch memory (``untrained_class_scoring="memory"``)."""
-        if trained or self.model.untrained_class_scoring != "memory":
-            return
-        features = torch.cat([self.model.extract_features(chunk) for chunk in images.split(16)])
-        self.model.class_memory.set_class(index, features)
+        """The class's patch memory, when something scores with it.
+
+        A class the network never trained on, scored by its memory alone (``untrained_class_scoring="memory"``),
+        gets all its images in the memory; with ``memory_weight > 0`` any other class's memory is fused with the
+        network's map and holds some images out to measure its normal range (``memory_holdout``).
+        """
+        if not trained and self.model.untrained_class_scoring == "memory":
+            self.model.class_memory.set_class(index, self._memory_features_of(images))
+        elif self.model.memory_weight > 0:
+            self._set_trained_class_memory(index, self._memory_features_of(images))
+
+    def _memory_features_of(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model.memory_features(chunk) for chunk in images.split(16)])
 
     def on_class_removed(self, index: int) -> None:
         """Its patch memory goes with the class."""
@@ -368,7 +438,9 @@ class OneNip(PromptedAnomalyModule):
         return scale
 
     def _calibrate_from_training_data(self) -> None:
-        if self.model.refiner is None or self._calibrated_at_step == self.trainer.global_step:
+        # The scale also brings the patch memory's map to the network's range (memory_weight).
+        needs_scale = self.model.refiner is not None or self.model.memory_weight > 0
+        if not needs_scale or self._calibrated_at_step == self.trainer.global_step:
             return
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
@@ -403,3 +475,20 @@ class OneNip(PromptedAnomalyModule):
     def trainer_arguments(self) -> dict[str, Any]:
         """Gradient clipping (paper: 0.1); no sanity validation (the pool is built when training starts)."""
         return {"num_sanity_val_steps": 0, "gradient_clip_val": self.gradient_clip}
+
+
+class _ClassFeatures:
+    """Memory features gathered per class over batches, on the CPU (a class's memory is built from all of them)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, list[torch.Tensor]] = {}
+
+    def add(self, class_ids: torch.Tensor, features: torch.Tensor) -> None:
+        """Keep ``features`` ``(B, C, h, w)`` under their classes ``(B,)``."""
+        class_ids = class_ids.to(features.device)
+        for class_id in class_ids.unique().tolist():
+            self.chunks.setdefault(int(class_id), []).append(features[class_ids == class_id].cpu())
+
+    def per_class(self) -> list[tuple[int, torch.Tensor]]:
+        """``(class id, its features)`` in class order."""
+        return [(class_id, torch.cat(chunks)) for class_id, chunks in sorted(self.chunks.items())]

@@ -96,7 +96,16 @@ class OneNipModel(nn.Module):
             of all its images' patches (:class:`~anomalib_pnpt.patch_memory.ClassPatchMemory`), ``"prompt"`` by
             the nearest patches of its ``prompts_per_class`` prompt images (:meth:`prompt_patch_reconstruction`),
             ``"network"`` like the trained classes.
-        memory_sampling_ratio: Coreset share of an added class's patch vectors kept in its memory.
+        memory_sampling_ratio: Coreset share of a class's patch vectors kept in its memory.
+        memory_layers: Positions in ``layers`` whose maps make the memory's patch vectors (default: all of them).
+        memory_stride: Stride of the memory's patch grid (the maps are resized to it): 16 is the network's token
+            grid; PatchCore keeps its memory at 8 (Lite2 stages 2-3 at stride 8: magnetic_tile image AUROC 96.8
+            against 93.8 at 16, ``benchmarks/patch_memory_stride_probe.py``).
+        memory_weight: Weight of the patch memory's map in the map of the classes the network trained on (not in
+            the paper: 0, the network alone). ``S = (1 - w) S_OneNIP + w * s * S_mem / m_c``: the memory's distance
+            map ``S_mem`` of the class, divided by its largest value on held-out normal images of the class
+            ``m_c``, brought to the network's normal range ``s`` (the refiner scale: the largest ``S_rec`` on
+            normal training images). Each trained class's memory is built when the prompt pool is.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -127,6 +136,9 @@ class OneNipModel(nn.Module):
         dice_per_image: bool = False,
         untrained_class_scoring: str = "memory",
         memory_sampling_ratio: float = 0.1,
+        memory_layers: Sequence[int] | None = None,
+        memory_stride: int = 16,
+        memory_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.untrained_class_scoring = validate_untrained_class_scoring(
@@ -147,6 +159,19 @@ class OneNipModel(nn.Module):
             raise ValueError(msg)
         self.grid = (image_size // self.stride, image_size // self.stride)
         self.feature_dim = sum(self.feature_extractor.out_channels)
+        self.memory_layers = list(range(len(layers))) if memory_layers is None else list(memory_layers)
+        if not self.memory_layers or not set(self.memory_layers) <= set(range(len(layers))):
+            msg = f"memory_layers must be positions in layers (0 to {len(layers) - 1}), got {memory_layers}."
+            raise ValueError(msg)
+        if image_size % memory_stride:
+            msg = f"image_size {image_size} must be a multiple of memory_stride {memory_stride}."
+            raise ValueError(msg)
+        if not 0 <= memory_weight <= 1:
+            msg = f"memory_weight must be in [0, 1], got {memory_weight}."
+            raise ValueError(msg)
+        self.memory_stride = memory_stride
+        self.memory_weight = memory_weight
+        self.memory_features_dim = sum(self.feature_extractor.out_channels[i] for i in self.memory_layers)
         self.prompt_mode = prompt_mode
         self.prompts_per_class = prompts_per_class
         self.training_prompts_per_class = training_prompts_per_class
@@ -154,7 +179,8 @@ class OneNipModel(nn.Module):
         self.noise_scale = noise_scale
 
         self.prompt_pool = PromptPool(num_prompts=1, entries_per_class=prompts_per_class)
-        # Filled only for classes added after training (``untrained_class_scoring="memory"``).
+        # Filled for classes added after training (``untrained_class_scoring="memory"``) and, with
+        # ``memory_weight > 0``, for the trained classes too.
         self.class_memory = ClassPatchMemory(sampling_ratio=memory_sampling_ratio)
         # Random-prompt bank for training only: rebuilt when training starts, never saved.
         self.register_buffer("training_prompts", torch.zeros(0), persistent=False)
@@ -179,11 +205,33 @@ class OneNipModel(nn.Module):
         self.anomaly_map_generator = OneNipAnomalyMap(alpha=alpha, score_pool=score_pool)
 
     # ------------------------------------------------------------------ features and keys
-    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone maps resized to stride 16 (bilinear, corners aligned) and concatenated ``(B, C, h, w)``."""
-        maps = self.feature_extractor(images)
-        size = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
-        return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps], dim=1)
+    def extract_features(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Backbone maps resized to stride 16 (bilinear, corners aligned) and concatenated ``(B, C, h, w)``.
+
+        Args:
+            images: Pre-processed images ``(B, 3, H, W)``.
+            maps: Their backbone maps, if already computed.
+        """
+        maps = self.feature_extractor(images) if maps is None else maps
+        return _joined(maps, (images.shape[-2] // self.stride, images.shape[-1] // self.stride))
+
+    def memory_features(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The patch memory's features: the ``memory_layers`` maps at ``memory_stride``, ``(B, C_m, h_m, w_m)``.
+
+        Args:
+            images: Pre-processed images ``(B, 3, H, W)``.
+            maps: Their backbone maps, if already computed.
+        """
+        maps = self.feature_extractor(images) if maps is None else maps
+        size = (images.shape[-2] // self.memory_stride, images.shape[-1] // self.memory_stride)
+        return _joined([maps[i] for i in self.memory_layers], size)
+
+    def memory_map(
+        self, memory_features: torch.Tensor, class_ids: torch.Tensor, image_size: torch.Size
+    ) -> torch.Tensor:
+        """Distance of every location to its class's memory, upsampled to the image ``(B, 1, H, W)`` (unscaled)."""
+        distances = self.class_memory.distances(self.class_memory.local_patches(memory_features), class_ids)
+        return F.interpolate(distances, size=tuple(image_size), mode="bilinear", align_corners=False)
 
     @staticmethod
     def global_key(features: torch.Tensor) -> torch.Tensor:
@@ -352,28 +400,46 @@ class OneNipModel(nn.Module):
         Returns:
             ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
         """
-        features = self.extract_features(images)
+        maps = self.feature_extractor(images)
+        features = self.extract_features(images, maps)
         class_ids, prompts, similarity = self.inference_prompts(features)
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
-        if (
+        route = (
             self.untrained_class_scoring != "network"
             and (prompts is not None or self.untrained_class_scoring == "memory")  # "none" mode has no prompts
             and self.prompt_pool.may_hold_untrained_classes()
-        ):
-            # A class the network never trained on: S_rec against the nearest normal patches of the class (its
+        )
+        memory_map = None
+        if self.memory_weight > 0 or (route and self.untrained_class_scoring == "memory"):
+            memory_map = self.memory_map(self.memory_features(images, maps), class_ids, images.shape[-2:])
+        if self.memory_weight > 0:
+            if len(self.class_memory.normal_scales) < self.prompt_pool.num_classes:
+                msg = "memory_weight > 0 needs every class's patch memory: OneNip.fill_class_memory(datamodule)."
+                raise RuntimeError(msg)
+            # S = (1 - w) S_OneNIP + w s S_mem / m_c: both on the network's normal range (see memory_weight).
+            scale = self.anomaly_map_generator.refiner_scale / self.class_memory.normal_scales[class_ids]
+            anomaly_map = (1 - self.memory_weight) * anomaly_map + self.memory_weight * scale.view(-1, 1, 1, 1) * (
+                memory_map
+            )
+            score = self.anomaly_map_generator.image_score(anomaly_map)
+        if route:
+            # A class the network never trained on: the distance to the nearest normal patches of the class (its
             # memory's, or its prompt images'), no refiner.
             if self.untrained_class_scoring == "memory":
-                local = self.class_memory.local_patches(features)
-                nearest = self.class_memory.nearest_patches(local, class_ids)
+                prompt_only = memory_map, self.anomaly_map_generator.image_score(memory_map)
             else:
-                local = features
                 nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
-            prompt_only = self.anomaly_map_generator(local, nearest, None, images.shape[-2:])
+                prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""
         return self.predict(images)[0]
+
+
+def _joined(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Feature maps resized to ``size`` (bilinear, corners aligned) and concatenated along the channels."""
+    return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps], dim=1)

@@ -1,0 +1,102 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Ablation of OneNIP's trained-class patch memory (``memory_weight``) on ONE trained checkpoint, no training.
+
+Each row loads the same checkpoint with other memory settings, rebuilds the memories where their features change
+(from the training images), re-calibrates the per-class post-processor on the validation images (held out from
+training) and tests, with the harness's per-class metrics:
+- ``memory_weight 0``: the network's map alone (OneNIP as the paper);
+- ``memory_weight 1``: the patch memory alone;
+- the model as trained, for reference;
+- ``memory stride 16``: the memory of all of OneNIP's stages at its token grid (coreset 0.1), the earlier choice.
+
+Usage:
+    python benchmarks/memory_weight_ablation.py --checkpoint <OneNip model.ckpt> [--root DIR] \
+        [--output benchmarks/results/onenip_memory_cpu/ablation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from anomalib.engine import Engine
+from invocation import command_line, data_root
+
+from anomalib_pnpt.class_commands import load_checkpoint_model
+from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.evaluation import PerClassEvaluation
+from anomalib_pnpt.evaluation.per_class import METRICS
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "as trained": {},
+    "memory_weight 0 (network alone, the paper)": {"memory_weight": 0.0},
+    "memory_weight 1 (memory alone)": {"memory_weight": 1.0},
+    "memory stride 16, all stages, coreset 0.1": {
+        "memory_stride": 16,
+        "memory_layers": None,
+        "memory_sampling_ratio": 0.1,
+    },
+}
+
+
+def main() -> None:
+    """Evaluate every variant and write ``results.{csv,md}``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/onenip_memory_cpu/ablation"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rows = []
+    for name, overrides in VARIANTS.items():
+        start = time.perf_counter()
+        model, checkpoint = load_checkpoint_model(args.checkpoint, **overrides)
+        categories = checkpoint.get("prompt_categories") or model.prompt_categories
+        datamodule = MultiClassMVTecAD(
+            root=args.root,
+            categories=categories,
+            train_batch_size=16,
+            eval_batch_size=16,
+            num_workers=2,
+            per_class_evaluation=False,
+            val_split_mode="from_train",
+        )
+        datamodule.setup()
+        rebuild = {"memory_stride", "memory_layers", "memory_sampling_ratio"} & set(overrides)
+        if rebuild or (model.model.memory_weight > 0 and model.model.class_memory.patches.numel() == 0):
+            model.fill_class_memory(datamodule)
+        evaluation = PerClassEvaluation(output_dir=args.output / "jobs" / name.split(" (")[0].replace(" ", "_"))
+        engine = Engine(
+            default_root_dir=args.output / "jobs", callbacks=[evaluation], logger=False, enable_progress_bar=False
+        )
+        engine.validate(model, datamodule=datamodule)  # per-class calibration, on validation images
+        engine.test(model, datamodule=datamodule)
+        table = evaluation.table.loc[list(categories), list(METRICS)]
+        table.loc["mean"] = table.mean()  # the harness's mean: over the classes
+        for category, values in table.iterrows():
+            rows.append(
+                {
+                    "variant": name,
+                    "category": category,
+                    **{m: round(100 * float(values[m]), 1) for m in METRICS},
+                    "pooled_AUROC_raw": round(100 * evaluation.pooled["image_AUROC"], 1),
+                    "seconds": round(time.perf_counter() - start),
+                }
+            )
+        print(pd.DataFrame(rows).tail(len(categories) + 1).to_string(index=False), flush=True)
+    frame = pd.DataFrame(rows)
+    args.output.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.output / "results.csv", index=False)
+    (args.output / "results.md").write_text(
+        f"Command: `{command_line()}`\n\nCheckpoint: `{args.checkpoint}`\n\n{frame.to_markdown(index=False)}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""OneNIP's ``memory_weight``: each trained class's patch memory fused into the network's map, on one scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anomalib_pnpt import OneNip
+from tests.calibrated_models import calibrated_model, class_images
+
+FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
+
+
+def _fused_model() -> OneNip:
+    model = calibrated_model("OneNip", **FUSED)
+    model.model.anomaly_map_generator.refiner_scale.fill_(0.7)  # as calibration on training images would set it
+    return model
+
+
+def _memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
+    """Brute force: each location's distance to the nearest memory patch of ``class_id``, ``(B, 1, h, w)``."""
+    local = net.class_memory.local_patches(net.memory_features(images))
+    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
+    vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
+    nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
+
+
+def test_every_trained_class_gets_a_memory_with_held_out_images_to_scale_it() -> None:
+    net = _fused_model().model
+    # The pool was built from 2 images per class (8 x 8 patches at stride 16, 16 x 16 at 8); one of each class is
+    # held out of its memory, the other one is all of it (sampling ratio 1).
+    assert net.class_memory.sizes(3) == [256, 256, 256]
+    assert net.class_memory.patches.shape[1] == 24 + 40  # Lite0 stages at positions 1 and 2 of layers (strides 4, 8)
+    assert (net.class_memory.normal_scales > 0).all()  # a held-out image is not in the memory: it has a distance
+
+
+def test_the_normal_scale_is_the_largest_distance_of_the_held_out_images() -> None:
+    model = _fused_model()
+    net = model.model
+    images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
+    with torch.no_grad():
+        for class_id in range(3):
+            held_out = images[class_id : class_id + 1]  # every memory_holdout-th image of the class: its first
+            largest = float(_memory_distance(net, held_out, class_id).amax())
+            assert float(net.class_memory.normal_scales[class_id]) == pytest.approx(largest, rel=1e-5)
+            kept = images[class_id + 3 : class_id + 4]
+            assert float(_memory_distance(net, kept, class_id).amax()) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_map_is_the_weighted_sum_of_the_network_and_the_scaled_memory() -> None:
+    model = _fused_model()
+    net = model.model
+    images = model.pre_processor.transform(class_images([0, 1, 2], seed=3))
+    with torch.no_grad():
+        fused, class_ids, _ = net.predict(images)
+        net.memory_weight = 0.0
+        network, _, _ = net.predict(images)
+        net.memory_weight = FUSED["memory_weight"]
+        distances = torch.cat([_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)])
+    assert class_ids.tolist() == [0, 1, 2]
+    memory_map = torch.nn.functional.interpolate(distances, size=(128, 128), mode="bilinear", align_corners=False)
+    scale = 0.7 / net.class_memory.normal_scales[class_ids].view(-1, 1, 1, 1)
+    expected = 0.5 * network.anomaly_map + 0.5 * scale * memory_map
+    assert torch.allclose(fused.anomaly_map, expected, atol=1e-4)
+    assert torch.allclose(fused.pred_score, net.anomaly_map_generator.image_score(expected), atol=1e-4)
+    assert not torch.allclose(fused.pred_score, network.pred_score)
+
+
+def test_the_memory_survives_a_checkpoint_and_a_model_without_it_says_how_to_build_it() -> None:
+    model = _fused_model()
+    images = model.pre_processor.transform(class_images([0, 1, 2], seed=3))
+    loaded = calibrated_model("OneNip", **FUSED)
+    loaded.model.class_memory.clear()
+    with pytest.raises(RuntimeError, match="fill_class_memory"):
+        loaded.model.predict(images)
+    loaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(loaded.model.predict(images)[0].pred_score, model.model.predict(images)[0].pred_score)
+
+
+def test_invalid_memory_settings_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="memory_layers"):
+        calibrated_model("OneNip", memory_layers=[4])
+    with pytest.raises(ValueError, match="memory_stride"):
+        calibrated_model("OneNip", memory_stride=24)
+    with pytest.raises(ValueError, match="memory_weight"):
+        calibrated_model("OneNip", memory_weight=1.5)
+
+
+def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    model = _fused_model()
+    path = Engine(default_root_dir=tmp_path).export(
+        model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
+    )
+    inferencer = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
+    images = class_images([0, 1, 2], seed=4)
+    with torch.no_grad():
+        expected = model(images)
+    for index, image in enumerate(images):
+        prediction = inferencer.predict(image.permute(1, 2, 0).numpy())
+        score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
+        assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)
