@@ -9,11 +9,12 @@ training) and tests, with the harness's per-class metrics:
 - ``memory_weight 0``: the network's map alone (OneNIP as the paper);
 - ``memory_weight 1``: the patch memory alone; 0.25 and 0.75 between (an ablation on the test set, not a choice);
 - the model as trained, for reference;
+- ``memory coreset 0.1``: the memory at PatchCore's default coreset ratio instead of 0.01;
 - ``memory stride 16``: the memory of all of OneNIP's stages at its token grid (coreset 0.1), the earlier choice.
 
 Usage:
     python benchmarks/memory_weight_ablation.py --checkpoint <OneNip model.ckpt> [--root DIR] \
-        [--output benchmarks/results/onenip_memory_cpu/ablation]
+        [--output benchmarks/results/onenip_memory_cpu/ablation] [--variants "memory_weight 0,as trained"]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory_weight 0.25": {"memory_weight": 0.25},
     "memory_weight 0.75": {"memory_weight": 0.75},
     "memory_weight 1 (memory alone)": {"memory_weight": 1.0},
+    "memory coreset 0.1 (PatchCore's default ratio)": {"memory_sampling_ratio": 0.1},
     "memory stride 16, all stages, coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,
@@ -53,10 +55,14 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/onenip_memory_cpu/ablation"))
+    parser.add_argument("--variants", default=None, help="comma-separated names (their text up to ' (') to run")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    chosen = set(args.variants.split(",")) if args.variants else None
     rows = []
     for name, overrides in VARIANTS.items():
+        if chosen is not None and name.split(" (")[0] not in chosen:
+            continue
         start = time.perf_counter()
         model, checkpoint = load_checkpoint_model(args.checkpoint, **overrides)
         categories = checkpoint.get("prompt_categories") or model.prompt_categories
