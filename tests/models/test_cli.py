@@ -39,7 +39,8 @@ MODELS = {
             "num_decoder_layers": "1",
             "texture_dir": "null",
         },
-        {"preset": "cpu"},
+        # and the config's patch memory, which changes the map (what the checkpoint holds, not its arguments)
+        {"preset": "cpu", "memory_weight": "0.5", "memory_layers": "[2,3]", "memory_stride": "8"},
     ),
 }
 
