@@ -151,8 +151,12 @@ class ClassPatchMemory(nn.Module):
             scales = torch.cat([scales, scales.new_ones(index + 1 - len(scales))])
         scales[index] = 1.0
         if held_out is not None and len(held_out):
-            own = torch.full((len(held_out),), index, device=vectors.device)
-            scales[index] = float(self.distances(self.local_patches(held_out.to(vectors.device)), own).amax())
+            # In chunks: a distance matrix of every held-out location against every memory patch is large.
+            own = torch.full((8,), index, device=vectors.device)
+            scales[index] = max(
+                float(self.distances(self.local_patches(chunk.to(vectors.device)), own[: len(chunk)]).amax())
+                for chunk in held_out.split(8)
+            )
         self.normal_scales = scales
         return len(vectors)
 

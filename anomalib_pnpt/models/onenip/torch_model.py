@@ -14,6 +14,11 @@ too); ``"none"`` replaces the prompt by learned tokens shared by all classes (Un
 At inference the prompt is always retrieved from the pool by cosine similarity of pooled features — never
 from a label.
 
+Beyond the paper, a per-class patch memory (PatchCore's: a coreset of each class's locally averaged backbone
+patches, :mod:`anomalib_pnpt.patch_memory`) scores the classes added after training and, with
+``memory_weight > 0``, is fused into the map of the trained ones; it has its own feature path
+(``memory_layers`` at ``memory_stride``) from the same backbone pass.
+
 The pool holds ``prompts_per_class`` images per class (default 1, as the paper): the training images
 whose pooled feature is closest to their class's mean (a typical, not a random, image), each a separate
 pool entry. Training additionally keeps a bank of up to ``training_prompts_per_class`` images per
@@ -420,9 +425,8 @@ class OneNipModel(nn.Module):
                 raise RuntimeError(msg)
             # S = (1 - w) S_OneNIP + w s S_mem / m_c: both on the network's normal range (see memory_weight).
             scale = self.anomaly_map_generator.refiner_scale / self.class_memory.normal_scales[class_ids]
-            anomaly_map = (1 - self.memory_weight) * anomaly_map + self.memory_weight * scale.view(-1, 1, 1, 1) * (
-                memory_map
-            )
+            weight = self.memory_weight
+            anomaly_map = (1 - weight) * anomaly_map + weight * scale.view(-1, 1, 1, 1) * memory_map
             score = self.anomaly_map_generator.image_score(anomaly_map)
         if route:
             # A class the network never trained on: the distance to the nearest normal patches of the class (its
