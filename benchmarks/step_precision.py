@@ -1,11 +1,17 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""One training step of each CPU config's network in float32 and in bfloat16 autocast, interleaved.
+"""One training step of each CPU config's network under the settings the training-cost issue names, interleaved.
 
 The network's forward + backward + AdamW step on backbone features of real training images (the backbone is
-frozen and cached in training, so it is not part of the step); float32 and bf16-autocast steps alternate so
-that both see the same machine load. Also reports how far the bf16 loss is from the float32 loss.
+frozen and cached in training, so it is not part of the step). The settings' steps alternate so that all see the
+same machine load:
+- ``fp32``: float32, the default (PyTorch's fused ``scaled_dot_product_attention`` kernel, which
+  ``nn.MultiheadAttention`` calls without attention weights, and every core as torch thread);
+- ``bf16``: bfloat16 autocast (Lightning's ``precision="bf16-mixed"``);
+- ``math_attention``: the unfused attention (``sdpa_kernel(SDPBackend.MATH)``);
+- ``one_thread``: ``torch.set_num_threads(1)``.
+Also reports how far each setting's loss is from the float32 loss.
 
 Usage:
     python benchmarks/step_precision.py [--steps 8] [--output benchmarks/results/step_precision]
@@ -14,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import subprocess
@@ -24,6 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 from invocation import command_line, data_root
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from anomalib_pnpt.data.dataset import read_rgb_image
 from anomalib_pnpt.model_factory import build_model
@@ -36,14 +44,33 @@ def _images(root: Path, size: int, count: int = 8) -> torch.Tensor:
     return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
 
 
-def _step(bf16: bool, optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor]) -> tuple[float, float]:
-    start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = loss_of()
-    loss.backward()
-    optimizer.step()
+SETTINGS = ("fp32", "bf16", "math_attention", "one_thread")
+
+
+def _forward_context(setting: str) -> contextlib.AbstractContextManager:
+    """Autocast or the attention kernel of a setting, for the forward pass (backward follows its choices)."""
+    if setting == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if setting == "math_attention":
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
+
+
+def _step(setting: str, optimizer: torch.optim.Optimizer, loss_of: Callable[[], torch.Tensor]) -> tuple[float, float]:
+    threads = torch.get_num_threads()
+    if setting == "one_thread":
+        torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        with _forward_context(setting):
+            loss = loss_of()
+        loss.backward()
+        optimizer.step()
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
     optimizer.zero_grad()
-    return time.perf_counter() - start, float(loss)
+    return seconds, float(loss)
 
 
 def main() -> None:
@@ -85,22 +112,27 @@ def main() -> None:
             return net.training_loss(feats, ids, size)["loss"]
 
         step = functools.partial(_step, optimizer=optimizer, loss_of=loss_of)
-        step(False), step(True)  # warm-up (allocations, kernel selection)
-        times = {False: [], True: []}
-        losses = {False: [], True: []}
+        for setting in SETTINGS:  # warm-up (allocations, kernel selection)
+            step(setting)
+        times = {setting: [] for setting in SETTINGS}
+        losses = {setting: [] for setting in SETTINGS}
         for _ in range(args.steps):
-            for bf16 in (False, True):
-                seconds, loss = step(bf16)
-                times[bf16].append(seconds)
-                losses[bf16].append(loss)
-        fp32, bf16 = sorted(times[False])[len(times[False]) // 2], sorted(times[True])[len(times[True]) // 2]
+            for setting in SETTINGS:
+                seconds, loss = step(setting)
+                times[setting].append(seconds)
+                losses[setting].append(loss)
+        median = {setting: sorted(times[setting])[len(times[setting]) // 2] for setting in SETTINGS}
         results[type(module).__name__] = {
-            "median_step_s_fp32": fp32,
-            "median_step_s_bf16_autocast": bf16,
-            "speedup": fp32 / bf16,
-            "mean_abs_loss_difference": sum(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True))
-            / args.steps,
-            "mean_loss_fp32": sum(losses[False]) / args.steps,
+            **{f"median_step_s_{setting}": median[setting] for setting in SETTINGS},
+            **{f"speedup_{setting}": median["fp32"] / median[setting] for setting in SETTINGS[1:]},
+            **{
+                f"mean_abs_loss_difference_{setting}": sum(
+                    abs(a - b) for a, b in zip(losses["fp32"], losses[setting], strict=True)
+                )
+                / args.steps
+                for setting in SETTINGS[1:]
+            },
+            "mean_loss_fp32": sum(losses["fp32"]) / args.steps,
         }
         print(json.dumps(results[type(module).__name__]), flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
