@@ -152,10 +152,9 @@ class ClassPatchMemory(nn.Module):
         scales[index] = 1.0
         if held_out is not None and len(held_out):
             # In chunks: a distance matrix of every held-out location against every memory patch is large.
-            own = torch.full((8,), index, device=vectors.device)
             scales[index] = max(
-                float(self.distances(self.local_patches(chunk.to(vectors.device)), own[: len(chunk)]).amax())
-                for chunk in held_out.split(8)
+                float(self.distances(chunk, torch.full((len(chunk),), index, device=chunk.device)).amax())
+                for chunk in held_out.to(vectors.device).split(8)
             )
         self.normal_scales = scales
         return len(vectors)
@@ -192,18 +191,18 @@ class ClassPatchMemory(nn.Module):
         other_class = self.patch_classes[None, :] != class_ids[:, None]  # (B, N)
         return nearest_patch_map(local_features, self.patches, other_class)
 
-    def distances(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-        """L2 distance of each location to its nearest memory patch of its image's class, ``(B, 1, h, w)``.
+    def distances(self, features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """L2 distance of each aggregated location to its nearest memory patch of its image's class.
 
         Args:
-            local_features: ``(B, C, h, w)`` aggregated query features (:meth:`local_patches`).
+            features: ``(B, C, h, w)`` query features (not aggregated: :meth:`local_patches` is applied here).
             class_ids: ``(B,)`` the retrieved class of every image.
 
         Returns:
             ``(B, 1, h, w)``.
         """
-        nearest = self.nearest_patches(local_features, class_ids)
-        return (local_features - nearest).pow(2).sum(dim=1, keepdim=True).sqrt()
+        local = self.local_patches(features)
+        return (local - self.nearest_patches(local, class_ids)).pow(2).sum(dim=1, keepdim=True).sqrt()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The memory's size is data-dependent, and checkpoints from before it have none: adopt the saved shapes.

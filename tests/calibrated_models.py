@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 
 from anomalib_pnpt import OneNip, Pnpt
@@ -52,3 +56,21 @@ def calibrated_model(name: str, **overrides: object) -> torch.nn.Module:
         class_ids, raw.pred_score, raw.anomaly_map, num_classes=3, similarity=similarity
     )
     return model
+
+
+def assert_openvino_export_scores_as_torch(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> None:
+    """Export ``model`` to OpenVINO (FP32) and check that it gives the torch model's score for every image."""
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
+
+    path = Engine(default_root_dir=folder).export(
+        model, export_type="openvino", export_root=folder, input_size=tuple(images.shape[-2:])
+    )
+    inferencer = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
+    with torch.no_grad():
+        expected = model(images)
+    for index, image in enumerate(images):
+        prediction = inferencer.predict(image.permute(1, 2, 0).numpy())
+        score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
+        assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)

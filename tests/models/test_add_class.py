@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from tests.calibrated_models import MODELS, calibrated_model, class_images
+from tests.calibrated_models import MODELS, assert_openvino_export_scores_as_torch, calibrated_model, class_images
 
 
 def _grey_images(count: int, seed: int = 5) -> torch.Tensor:
@@ -146,24 +146,11 @@ def test_onenip_scores_a_class_it_never_trained_on_by_its_nearest_normal_patches
 @pytest.mark.parametrize("scoring", ["memory", "prompt"])
 def test_onenip_export_scores_an_added_class_as_torch_does(scoring: str, tmp_path: Path) -> None:
     """The graph holds both routes and chooses by the pool's flags (PNPT's: the CLI test above)."""
-    from anomalib.engine import Engine
-
-    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
-
     model = calibrated_model("OneNip")
     model.model.untrained_class_scoring = scoring
     model.add_class("grey", _grey_images(10))
-    path = Engine(default_root_dir=tmp_path).export(
-        model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
-    )
-    inferencer = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
     images = torch.cat([class_images([0], seed=4), _grey_images(2, seed=9)])
-    with torch.no_grad():
-        expected = model(images)
-    for index, image in enumerate(images):
-        prediction = inferencer.predict(image.permute(1, 2, 0).numpy())
-        score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
-        assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)
+    assert_openvino_export_scores_as_torch(model, images, tmp_path)
 
 
 def test_the_prompt_route_uses_every_prompt_image_of_the_retrieved_class() -> None:

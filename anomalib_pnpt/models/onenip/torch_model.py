@@ -235,7 +235,7 @@ class OneNipModel(nn.Module):
         self, memory_features: torch.Tensor, class_ids: torch.Tensor, image_size: torch.Size
     ) -> torch.Tensor:
         """Distance of every location to its class's memory, upsampled to the image ``(B, 1, H, W)`` (unscaled)."""
-        distances = self.class_memory.distances(self.class_memory.local_patches(memory_features), class_ids)
+        distances = self.class_memory.distances(memory_features, class_ids)
         return F.interpolate(distances, size=tuple(image_size), mode="bilinear", align_corners=False)
 
     @staticmethod

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from anomalib_pnpt import OneNip
-from tests.calibrated_models import calibrated_model, class_images
+from tests.calibrated_models import assert_openvino_export_scores_as_torch, calibrated_model, class_images
 
 FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
 
@@ -95,19 +94,4 @@ def test_invalid_memory_settings_fail_clearly() -> None:
 
 
 def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
-    from anomalib.engine import Engine
-
-    from anomalib_pnpt.deploy import MultiClassOpenVINOInferencer
-
-    model = _fused_model()
-    path = Engine(default_root_dir=tmp_path).export(
-        model, export_type="openvino", export_root=tmp_path, input_size=(128, 128)
-    )
-    inferencer = MultiClassOpenVINOInferencer(path, config={"INFERENCE_PRECISION_HINT": "f32"})
-    images = class_images([0, 1, 2], seed=4)
-    with torch.no_grad():
-        expected = model(images)
-    for index, image in enumerate(images):
-        prediction = inferencer.predict(image.permute(1, 2, 0).numpy())
-        score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
-        assert score == pytest.approx(float(expected.pred_score[index]), abs=1e-4)
+    assert_openvino_export_scores_as_torch(_fused_model(), class_images([0, 1, 2], seed=4), tmp_path)
