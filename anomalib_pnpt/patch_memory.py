@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -83,15 +84,18 @@ class ClassPatchMemory(nn.Module):
     Args:
         sampling_ratio: Share of a class's patch vectors kept (PatchCore's coreset ratio).
         aggregation: Side of the average pooling that makes a patch vector "locally aware" (PatchCore: 3; 1 = none).
+        per_layer: Where that pooling happens (:meth:`patch_features`): on each backbone map at its own resolution
+            before the maps are resized and joined (PatchCore's order), or, ``False``, on the joined maps.
     """
 
-    def __init__(self, sampling_ratio: float = 0.1, aggregation: int = 3) -> None:
+    def __init__(self, sampling_ratio: float = 0.1, aggregation: int = 3, per_layer: bool = False) -> None:
         super().__init__()
         if not 0 < sampling_ratio <= 1:
             msg = f"sampling_ratio must be in (0, 1], got {sampling_ratio}."
             raise ValueError(msg)
         self.sampling_ratio = sampling_ratio
         self.aggregation = aggregation
+        self.per_layer = per_layer
         self.register_buffer("patches", torch.zeros(0, 0))
         self.register_buffer("patch_classes", torch.zeros(0, dtype=torch.long))
         # Per class index: the largest distance of a held-out normal patch to the class's memory (1: none measured).
@@ -101,14 +105,39 @@ class ClassPatchMemory(nn.Module):
         """Memory patches of each of the first ``num_classes`` classes (0 for a class without memory)."""
         return torch.bincount(self.patch_classes.cpu(), minlength=num_classes)[:num_classes].tolist()
 
+    def patch_features(self, maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """The features a memory is made of and queried with: backbone ``maps`` resized to ``size`` and joined.
+
+        With ``per_layer`` each map is first averaged over its own 3 x 3 neighbourhood (PatchCore: a coarse map's
+        neighbourhood spans more of the image than a fine one's) and resized as PatchCore does (bilinear, corners not
+        aligned); :meth:`local_patches` then leaves the joined vectors as they are. Otherwise the maps are resized
+        with corners aligned and joined, and the neighbourhood is averaged on the joined grid.
+
+        Args:
+            maps: ``(B, C_i, h_i, w_i)`` backbone maps.
+            size: The memory's patch grid ``(h, w)``.
+
+        Returns:
+            ``(B, sum C_i, h, w)``.
+        """
+        if self.per_layer:
+            local = [self._neighbourhood_mean(m) for m in maps]
+            return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in local], 1)
+        return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps], dim=1)
+
     def local_patches(self, features: torch.Tensor) -> torch.Tensor:
         """Each location averaged with its neighbours, zero padding counted, ``(B, C, h, w)``.
+
+        Without ``per_layer``; with it, the maps were averaged before they were joined (:meth:`patch_features`).
 
         As PatchCore's ``AvgPool2d(3, 1, 1)``: border locations are pulled towards zero, which damps the distances
         of the most variable part of an image, its border. On magnetic_tile (OneNIP's Lite2 features, coreset 0.1)
         averaging over the locations inside only gave image AUROC 88.4 against 93.8 (``benchmarks/results/README.md``,
         ``new_class_onenip_memory``).
         """
+        return features if self.per_layer else self._neighbourhood_mean(features)
+
+    def _neighbourhood_mean(self, features: torch.Tensor) -> torch.Tensor:
         if self.aggregation <= 1:
             return features
         side = self.aggregation
@@ -120,7 +149,7 @@ class ClassPatchMemory(nn.Module):
 
         Args:
             index: Class index.
-            features: ``(N, C, h, w)`` backbone features of the class's images (not aggregated).
+            features: ``(N, C, h, w)`` :meth:`patch_features` of the class's images.
             held_out: ``(M, C, h, w)`` features of other normal images of the class, kept out of the memory: their
                 largest distance to it becomes the class's :attr:`normal_scales` entry (else 1).
 
@@ -195,7 +224,7 @@ class ClassPatchMemory(nn.Module):
         """L2 distance of each aggregated location to its nearest memory patch of its image's class.
 
         Args:
-            features: ``(B, C, h, w)`` query features (not aggregated: :meth:`local_patches` is applied here).
+            features: ``(B, C, h, w)`` :meth:`patch_features` of the queries (:meth:`local_patches` is applied here).
             class_ids: ``(B,)`` the retrieved class of every image.
 
         Returns:

@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory_weight 0.75": {"memory_weight": 0.75},
     "memory_weight 1 (memory alone)": {"memory_weight": 1.0},
     "memory coreset 0.1 (PatchCore's default ratio)": {"memory_sampling_ratio": 0.1},
+    "memory per-layer aggregation (PatchCore's order)": {"memory_aggregation": "per_layer"},
+    "memory per-layer aggregation, coreset 0.1": {"memory_aggregation": "per_layer", "memory_sampling_ratio": 0.1},
     "memory stride 16, all stages, coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,
@@ -76,7 +78,7 @@ def main() -> None:
             val_split_mode="from_train",
         )
         datamodule.setup()
-        rebuild = {"memory_stride", "memory_layers", "memory_sampling_ratio"} & set(overrides)
+        rebuild = {"memory_stride", "memory_layers", "memory_sampling_ratio", "memory_aggregation"} & set(overrides)
         if rebuild or (model.model.memory_weight > 0 and model.model.class_memory.patches.numel() == 0):
             model.fill_class_memory(datamodule)
         evaluation = PerClassEvaluation(output_dir=args.output / "jobs" / name.split(" (")[0].replace(" ", "_"))

@@ -62,6 +62,24 @@ def test_local_patches_average_each_locations_neighbourhood() -> None:
     assert torch.equal(ClassPatchMemory(aggregation=1).local_patches(features), features)
 
 
+def test_per_layer_aggregation_averages_a_coarse_map_over_its_own_neighbourhood() -> None:
+    fine, coarse = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)
+    coarse[0, 0, 1, 1] = 1.0  # one hot stride-16 cell; the memory's grid is at stride 8
+    per_layer = ClassPatchMemory(per_layer=True)
+    features = per_layer.patch_features([fine, coarse], (8, 8))
+    assert features.shape == (1, 2, 8, 8)
+    assert torch.equal(per_layer.local_patches(features), features)  # averaged once, before joining
+    # PatchCore's order: the 3 x 3 coarse cells around the hot one (24 px at stride 8 from its centre) all see it.
+    expected = torch.nn.functional.interpolate(
+        torch.nn.functional.avg_pool2d(coarse, 3, stride=1, padding=1), size=(8, 8), mode="bilinear"
+    )
+    assert torch.allclose(features[:, 1:], expected)
+    joined = ClassPatchMemory(per_layer=False)
+    local = joined.local_patches(joined.patch_features([fine, coarse], (8, 8)))
+    # Averaged on the fine grid instead: the hot cell reaches fewer locations.
+    assert int((features[0, 1] > 1e-6).sum()) > int((local[0, 1] > 1e-6).sum())
+
+
 def test_removing_classes_and_loading_a_saved_memory() -> None:
     memory = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
     memory.set_class(1, _features(2, seed=1))

@@ -100,6 +100,7 @@ class OneNip(PromptedAnomalyModule):
         memory_weight: See :class:`OneNipModel` (not in the paper: 0). With ``memory_weight > 0`` every trained
             class's patch memory is built with the prompt pool, from its training images; every
             ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
+        memory_aggregation: See :class:`OneNipModel`.
         memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
@@ -163,6 +164,7 @@ class OneNip(PromptedAnomalyModule):
         memory_layers: Sequence[int] | None = None,
         memory_stride: int = 16,
         memory_weight: float = 0.0,
+        memory_aggregation: str = "joined",
         memory_holdout: int = 10,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,

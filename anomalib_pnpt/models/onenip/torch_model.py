@@ -67,6 +67,9 @@ PROMPT_MODES = ("dynamic", "static", "none")
 UNTRAINED_CLASS_SCORINGS = ("memory", "prompt", "network")
 """OneNIP's ways to score a class added after training: its patch memory, its prompt images, or the network."""
 
+MEMORY_AGGREGATIONS = ("joined", "per_layer")
+"""Where the patch memory averages each location's neighbourhood: on the joined maps, or on each map first."""
+
 
 class OneNipModel(nn.Module):
     """OneNIP network: frozen backbone, prompt pool, shared encoder, bidirectional decoder, refiner.
@@ -111,6 +114,10 @@ class OneNipModel(nn.Module):
             map ``S_mem`` of the class, divided by its largest value on held-out normal images of the class
             ``m_c``, brought to the network's normal range ``s`` (the refiner scale: the largest ``S_rec`` on
             normal training images). Each trained class's memory is built when the prompt pool is.
+        memory_aggregation: How a memory patch vector takes in its neighbourhood (3 x 3 mean): ``"per_layer"``, as
+            PatchCore, on each backbone map at its own resolution before the maps are resized to ``memory_stride``
+            (a stride-16 map's neighbourhood spans 48 px), or ``"joined"``, on the maps resized and joined (the
+            default, which checkpoints made before the option was added hold).
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -144,6 +151,7 @@ class OneNipModel(nn.Module):
         memory_layers: Sequence[int] | None = None,
         memory_stride: int = 16,
         memory_weight: float = 0.0,
+        memory_aggregation: str = "joined",
     ) -> None:
         super().__init__()
         self.untrained_class_scoring = validate_untrained_class_scoring(
@@ -164,16 +172,8 @@ class OneNipModel(nn.Module):
             raise ValueError(msg)
         self.grid = (image_size // self.stride, image_size // self.stride)
         self.feature_dim = sum(self.feature_extractor.out_channels)
-        self.memory_layers = list(range(len(layers))) if memory_layers is None else list(memory_layers)
-        if not self.memory_layers or not set(self.memory_layers) <= set(range(len(layers))):
-            msg = f"memory_layers must be positions in layers (0 to {len(layers) - 1}), got {memory_layers}."
-            raise ValueError(msg)
-        if image_size % memory_stride:
-            msg = f"image_size {image_size} must be a multiple of memory_stride {memory_stride}."
-            raise ValueError(msg)
-        if not 0 <= memory_weight <= 1:
-            msg = f"memory_weight must be in [0, 1], got {memory_weight}."
-            raise ValueError(msg)
+        self.memory_layers = _memory_layers(memory_layers, len(layers))
+        _check_memory_settings(image_size, memory_stride, memory_weight, memory_aggregation)
         self.memory_stride = memory_stride
         self.memory_weight = memory_weight
         self.memory_features_dim = sum(self.feature_extractor.out_channels[i] for i in self.memory_layers)
@@ -186,7 +186,9 @@ class OneNipModel(nn.Module):
         self.prompt_pool = PromptPool(num_prompts=1, entries_per_class=prompts_per_class)
         # Filled for classes added after training (``untrained_class_scoring="memory"``) and, with
         # ``memory_weight > 0``, for the trained classes too.
-        self.class_memory = ClassPatchMemory(sampling_ratio=memory_sampling_ratio)
+        self.class_memory = ClassPatchMemory(
+            sampling_ratio=memory_sampling_ratio, per_layer=memory_aggregation == "per_layer"
+        )
         # Random-prompt bank for training only: rebuilt when training starts, never saved.
         self.register_buffer("training_prompts", torch.zeros(0), persistent=False)
         self.register_buffer("training_prompt_counts", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -229,7 +231,7 @@ class OneNipModel(nn.Module):
         """
         maps = self.feature_extractor(images) if maps is None else maps
         size = (images.shape[-2] // self.memory_stride, images.shape[-1] // self.memory_stride)
-        return _joined([maps[i] for i in self.memory_layers], size)
+        return self.class_memory.patch_features([maps[i] for i in self.memory_layers], size)
 
     def memory_map(
         self, memory_features: torch.Tensor, class_ids: torch.Tensor, image_size: torch.Size
@@ -442,6 +444,28 @@ class OneNipModel(nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""
         return self.predict(images)[0]
+
+
+def _memory_layers(memory_layers: Sequence[int] | None, num_layers: int) -> list[int]:
+    """``memory_layers`` checked against the backbone's ``num_layers`` (``None``: all of them)."""
+    chosen = list(range(num_layers)) if memory_layers is None else list(memory_layers)
+    if not chosen or not set(chosen) <= set(range(num_layers)):
+        msg = f"memory_layers must be positions in layers (0 to {num_layers - 1}), got {memory_layers}."
+        raise ValueError(msg)
+    return chosen
+
+
+def _check_memory_settings(image_size: int, memory_stride: int, memory_weight: float, memory_aggregation: str) -> None:
+    """Raise ``ValueError`` for patch-memory settings the model cannot use."""
+    if image_size % memory_stride:
+        msg = f"image_size {image_size} must be a multiple of memory_stride {memory_stride}."
+        raise ValueError(msg)
+    if not 0 <= memory_weight <= 1:
+        msg = f"memory_weight must be in [0, 1], got {memory_weight}."
+        raise ValueError(msg)
+    if memory_aggregation not in MEMORY_AGGREGATIONS:
+        msg = f"memory_aggregation must be one of {MEMORY_AGGREGATIONS}, got {memory_aggregation!r}."
+        raise ValueError(msg)
 
 
 def _joined(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

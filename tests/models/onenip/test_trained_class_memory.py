@@ -16,8 +16,8 @@ from tests.calibrated_models import assert_openvino_export_scores_as_torch, cali
 FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
 
 
-def _fused_model() -> OneNip:
-    model = calibrated_model("OneNip", **FUSED)
+def _fused_model(memory_aggregation: str = "joined") -> OneNip:
+    model = calibrated_model("OneNip", **FUSED, memory_aggregation=memory_aggregation)
     model.model.anomaly_map_generator.refiner_scale.fill_(0.7)  # as calibration on training images would set it
     return model
 
@@ -53,8 +53,9 @@ def test_the_normal_scale_is_the_largest_distance_of_the_held_out_images() -> No
             assert float(_memory_distance(net, kept, class_id).amax()) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_the_map_is_the_weighted_sum_of_the_network_and_the_scaled_memory() -> None:
-    model = _fused_model()
+@pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
+def test_the_map_is_the_weighted_sum_of_the_network_and_the_scaled_memory(memory_aggregation: str) -> None:
+    model = _fused_model(memory_aggregation)
     net = model.model
     images = model.pre_processor.transform(class_images([0, 1, 2], seed=3))
     with torch.no_grad():
@@ -91,7 +92,10 @@ def test_invalid_memory_settings_fail_clearly() -> None:
         calibrated_model("OneNip", memory_stride=24)
     with pytest.raises(ValueError, match="memory_weight"):
         calibrated_model("OneNip", memory_weight=1.5)
+    with pytest.raises(ValueError, match="memory_aggregation"):
+        calibrated_model("OneNip", memory_aggregation="mean")
 
 
-def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
-    assert_openvino_export_scores_as_torch(_fused_model(), class_images([0, 1, 2], seed=4), tmp_path)
+@pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
+def test_the_export_holds_the_fused_map(tmp_path: Path, memory_aggregation: str) -> None:
+    assert_openvino_export_scores_as_torch(_fused_model(memory_aggregation), class_images([0, 1, 2], seed=4), tmp_path)
