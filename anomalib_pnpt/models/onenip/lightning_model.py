@@ -45,6 +45,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
+from anomalib_pnpt.memory_fusion import ClassFeatures, MemoryFusedModule
 from anomalib_pnpt.models.onenip.presets import PRESETS
 from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
@@ -58,7 +59,7 @@ from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 logger = logging.getLogger(__name__)
 
 
-class OneNip(PromptedAnomalyModule):
+class OneNip(MemoryFusedModule, PromptedAnomalyModule):
     """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
 
     Every argument is plain data. ``preset`` chooses the defaults of the arguments that default to ``None``
@@ -211,10 +212,7 @@ class OneNip(PromptedAnomalyModule):
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
-        if memory_holdout < 2:
-            msg = f"memory_holdout must be at least 2 (one in that many images is held out), got {memory_holdout}."
-            raise ValueError(msg)
-        self.memory_holdout = memory_holdout
+        self.memory_holdout = self.check_memory_holdout(memory_holdout)
         self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(
@@ -250,7 +248,7 @@ class OneNip(PromptedAnomalyModule):
         selection = PromptSelection(
             num_classes or 1, self.model.prompts_per_class, self.model.training_prompts_per_class
         )
-        memory = _ClassFeatures()
+        memory = ClassFeatures()
         for images, class_ids, paths in batches:
             features = self._clean_features(images, paths)
             selection.add(class_ids, self.model.global_key(features), features, paths)
@@ -265,51 +263,7 @@ class OneNip(PromptedAnomalyModule):
             training_features=chosen.bank_features.to(device),
             training_class_ids=chosen.bank_class_ids.to(device),
         )
-        for class_id, features in memory.per_class():
-            self._set_trained_class_memory(class_id, features)
-
-    def _set_trained_class_memory(self, index: int, features: torch.Tensor) -> None:
-        """A trained class's memory, every ``memory_holdout``-th image held out to measure its normal range."""
-        held_out = torch.zeros(len(features), dtype=torch.bool)
-        held_out[:: self.memory_holdout] = len(features) > 1  # one image alone goes to the memory (scale 1)
-        start = time.perf_counter()
-        features = features.to(self.device)
-        kept = self.model.class_memory.set_class(index, features[~held_out], held_out=features[held_out])
-        logger.info(
-            "Patch memory of class %d: %d patches from %d images, normal scale %.4f (%d held-out images), %.0f s",
-            index,
-            kept,
-            int((~held_out).sum()),
-            float(self.model.class_memory.normal_scales[index]),
-            int(held_out.sum()),
-            time.perf_counter() - start,
-        )
-
-    @torch.no_grad()
-    def fill_class_memory(self, datamodule: Any) -> None:
-        """Build every trained class's patch memory from ``datamodule``'s training images (``memory_weight > 0``).
-
-        Training does it with the prompt pool; this is for a model trained without it, e.g. loaded with a
-        ``memory_weight`` override: ``OneNip.load_from_checkpoint(path, memory_weight=0.5)``.
-
-        Args:
-            datamodule: The datamodule the model was trained on (its training images, in its class order).
-
-        Example:
-            >>> model.fill_class_memory(MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
-        """
-        was_training = self.training
-        self.eval()
-        memory = _ClassFeatures()
-        for images, class_ids, _ in preprocessed_batches(pool_dataloader(datamodule.train_dataloader()), self):
-            memory.add(class_ids, self.model.memory_features(images))
-        stored = self.model.class_memory.patches
-        if stored.numel() and stored.shape[1] != self.model.memory_features_dim:
-            logger.warning("The patch memory's features changed (memory_layers / memory_stride): rebuilt anew.")
-            self.model.class_memory.clear()
-        for class_id, features in memory.per_class():
-            self._set_trained_class_memory(class_id, features)
-        self.train(was_training)
+        self.set_trained_class_memories(memory)
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -342,12 +296,9 @@ class OneNip(PromptedAnomalyModule):
         network's map and holds some images out to measure its normal range (``memory_holdout``).
         """
         if not trained and self.model.untrained_class_scoring == "memory":
-            self.model.class_memory.set_class(index, self._memory_features_of(images))
+            self.model.class_memory.set_class(index, self.memory_features_of(images))
         elif self.model.memory_weight > 0:
-            self._set_trained_class_memory(index, self._memory_features_of(images))
-
-    def _memory_features_of(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.model.memory_features(chunk) for chunk in images.split(16)])
+            self.set_trained_class_memory(index, self.memory_features_of(images))
 
     def on_class_removed(self, index: int) -> None:
         """Its patch memory goes with the class."""
@@ -477,20 +428,3 @@ class OneNip(PromptedAnomalyModule):
     def trainer_arguments(self) -> dict[str, Any]:
         """Gradient clipping (paper: 0.1); no sanity validation (the pool is built when training starts)."""
         return {"num_sanity_val_steps": 0, "gradient_clip_val": self.gradient_clip}
-
-
-class _ClassFeatures:
-    """Memory features gathered per class over batches, on the CPU (a class's memory is built from all of them)."""
-
-    def __init__(self) -> None:
-        self.chunks: dict[int, list[torch.Tensor]] = {}
-
-    def add(self, class_ids: torch.Tensor, features: torch.Tensor) -> None:
-        """Keep ``features`` ``(B, C, h, w)`` under their classes ``(B,)``."""
-        class_ids = class_ids.to(features.device)
-        for class_id in class_ids.unique().tolist():
-            self.chunks.setdefault(int(class_id), []).append(features[class_ids == class_id].cpu())
-
-    def per_class(self) -> list[tuple[int, torch.Tensor]]:
-        """``(class id, its features)`` in class order."""
-        return [(class_id, torch.cat(chunks)) for class_id, chunks in sorted(self.chunks.items())]

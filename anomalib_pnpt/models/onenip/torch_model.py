@@ -50,6 +50,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import FrozenFeatureExtractor
 from anomalib_pnpt.feature_jitter import feature_jitter
+from anomalib_pnpt.memory_fusion import MemoryFusedNetwork
 from anomalib_pnpt.models.onenip.anomaly_map import OneNipAnomalyMap
 from anomalib_pnpt.models.onenip.components import (
     BidirectionalDecoderLayer,
@@ -59,7 +60,7 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.patch_memory import ClassPatchMemory, nearest_patch_map
+from anomalib_pnpt.patch_memory import nearest_patch_map
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 from anomalib_pnpt.transformer_blocks import ResidualAttention
 
@@ -67,11 +68,8 @@ PROMPT_MODES = ("dynamic", "static", "none")
 UNTRAINED_CLASS_SCORINGS = ("memory", "prompt", "network")
 """OneNIP's ways to score a class added after training: its patch memory, its prompt images, or the network."""
 
-MEMORY_AGGREGATIONS = ("joined", "per_layer")
-"""Where the patch memory averages each location's neighbourhood: on the joined maps, or on each map first."""
 
-
-class OneNipModel(nn.Module):
+class OneNipModel(MemoryFusedNetwork, nn.Module):
     """OneNIP network: frozen backbone, prompt pool, shared encoder, bidirectional decoder, refiner.
 
     Args:
@@ -104,20 +102,14 @@ class OneNipModel(nn.Module):
             of all its images' patches (:class:`~anomalib_pnpt.patch_memory.ClassPatchMemory`), ``"prompt"`` by
             the nearest patches of its ``prompts_per_class`` prompt images (:meth:`prompt_patch_reconstruction`),
             ``"network"`` like the trained classes.
-        memory_sampling_ratio: Coreset share of a class's patch vectors kept in its memory.
-        memory_layers: Positions in ``layers`` whose maps make the memory's patch vectors (default: all of them).
-        memory_stride: Stride of the memory's patch grid (the maps are resized to it): 16 is the network's token
-            grid; PatchCore keeps its memory at 8 (Lite2 stages 2-3 at stride 8: magnetic_tile image AUROC 96.8
-            against 93.8 at 16, ``benchmarks/patch_memory_stride_probe.py``).
+        memory_sampling_ratio: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+        memory_layers: Positions in ``layers``; see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+        memory_stride: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
         memory_weight: Weight of the patch memory's map in the map of the classes the network trained on (not in
-            the paper: 0, the network alone). ``S = (1 - w) S_OneNIP + w * s * S_mem / m_c``: the memory's distance
-            map ``S_mem`` of the class, divided by its largest value on held-out normal images of the class
-            ``m_c``, brought to the network's normal range ``s`` (the refiner scale: the largest ``S_rec`` on
+            the paper: 0, the network alone): :mod:`~anomalib_pnpt.memory_fusion`'s
+            ``S = (1 - w) S_OneNIP + w * s * S_mem / m_c``, ``s`` being the refiner scale (the largest ``S_rec`` on
             normal training images). Each trained class's memory is built when the prompt pool is.
-        memory_aggregation: How a memory patch vector takes in its neighbourhood (3 x 3 mean): ``"per_layer"``, as
-            PatchCore, on each backbone map at its own resolution before the maps are resized to ``memory_stride``
-            (a stride-16 map's neighbourhood spans 48 px), or ``"joined"``, on the maps resized and joined (the
-            default, which checkpoints made before the option was added hold).
+        memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -172,11 +164,15 @@ class OneNipModel(nn.Module):
             raise ValueError(msg)
         self.grid = (image_size // self.stride, image_size // self.stride)
         self.feature_dim = sum(self.feature_extractor.out_channels)
-        self.memory_layers = _memory_layers(memory_layers, len(layers))
-        _check_memory_settings(image_size, memory_stride, memory_weight, memory_aggregation)
-        self.memory_stride = memory_stride
-        self.memory_weight = memory_weight
-        self.memory_features_dim = sum(self.feature_extractor.out_channels[i] for i in self.memory_layers)
+        self.init_class_memory(
+            self.feature_extractor.out_channels,
+            image_size,
+            memory_layers=memory_layers,
+            memory_stride=memory_stride,
+            memory_weight=memory_weight,
+            memory_sampling_ratio=memory_sampling_ratio,
+            memory_aggregation=memory_aggregation,
+        )
         self.prompt_mode = prompt_mode
         self.prompts_per_class = prompts_per_class
         self.training_prompts_per_class = training_prompts_per_class
@@ -184,11 +180,6 @@ class OneNipModel(nn.Module):
         self.noise_scale = noise_scale
 
         self.prompt_pool = PromptPool(num_prompts=1, entries_per_class=prompts_per_class)
-        # Filled for classes added after training (``untrained_class_scoring="memory"``) and, with
-        # ``memory_weight > 0``, for the trained classes too.
-        self.class_memory = ClassPatchMemory(
-            sampling_ratio=memory_sampling_ratio, per_layer=memory_aggregation == "per_layer"
-        )
         # Random-prompt bank for training only: rebuilt when training starts, never saved.
         self.register_buffer("training_prompts", torch.zeros(0), persistent=False)
         self.register_buffer("training_prompt_counts", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -221,24 +212,6 @@ class OneNipModel(nn.Module):
         """
         maps = self.feature_extractor(images) if maps is None else maps
         return _joined(maps, (images.shape[-2] // self.stride, images.shape[-1] // self.stride))
-
-    def memory_features(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """The patch memory's features: the ``memory_layers`` maps at ``memory_stride``, ``(B, C_m, h_m, w_m)``.
-
-        Args:
-            images: Pre-processed images ``(B, 3, H, W)``.
-            maps: Their backbone maps, if already computed.
-        """
-        maps = self.feature_extractor(images) if maps is None else maps
-        size = (images.shape[-2] // self.memory_stride, images.shape[-1] // self.memory_stride)
-        return self.class_memory.patch_features([maps[i] for i in self.memory_layers], size)
-
-    def memory_map(
-        self, memory_features: torch.Tensor, class_ids: torch.Tensor, image_size: torch.Size
-    ) -> torch.Tensor:
-        """Distance of every location to its class's memory, upsampled to the image ``(B, 1, H, W)`` (unscaled)."""
-        distances = self.class_memory.distances(memory_features, class_ids)
-        return F.interpolate(distances, size=tuple(image_size), mode="bilinear", align_corners=False)
 
     @staticmethod
     def global_key(features: torch.Tensor) -> torch.Tensor:
@@ -422,13 +395,9 @@ class OneNipModel(nn.Module):
         if self.memory_weight > 0 or (route and self.untrained_class_scoring == "memory"):
             memory_map = self.memory_map(self.memory_features(images, maps), class_ids, images.shape[-2:])
         if self.memory_weight > 0:
-            if len(self.class_memory.normal_scales) < self.prompt_pool.num_classes:
-                msg = "memory_weight > 0 needs every class's patch memory: OneNip.fill_class_memory(datamodule)."
-                raise RuntimeError(msg)
-            # S = (1 - w) S_OneNIP + w s S_mem / m_c: both on the network's normal range (see memory_weight).
-            scale = self.anomaly_map_generator.refiner_scale / self.class_memory.normal_scales[class_ids]
-            weight = self.memory_weight
-            anomaly_map = (1 - weight) * anomaly_map + weight * scale.view(-1, 1, 1, 1) * memory_map
+            # s: the refiner scale, the largest S_rec on normal training images (see memory_weight).
+            network_scale = self.anomaly_map_generator.refiner_scale
+            anomaly_map = self.fused_with_memory(anomaly_map, memory_map, class_ids, network_scale)
             score = self.anomaly_map_generator.image_score(anomaly_map)
         if route:
             # A class the network never trained on: the distance to the nearest normal patches of the class (its
@@ -444,28 +413,6 @@ class OneNipModel(nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""
         return self.predict(images)[0]
-
-
-def _memory_layers(memory_layers: Sequence[int] | None, num_layers: int) -> list[int]:
-    """``memory_layers`` checked against the backbone's ``num_layers`` (``None``: all of them)."""
-    chosen = list(range(num_layers)) if memory_layers is None else list(memory_layers)
-    if not chosen or not set(chosen) <= set(range(num_layers)):
-        msg = f"memory_layers must be positions in layers (0 to {num_layers - 1}), got {memory_layers}."
-        raise ValueError(msg)
-    return chosen
-
-
-def _check_memory_settings(image_size: int, memory_stride: int, memory_weight: float, memory_aggregation: str) -> None:
-    """Raise ``ValueError`` for patch-memory settings the model cannot use."""
-    if image_size % memory_stride:
-        msg = f"image_size {image_size} must be a multiple of memory_stride {memory_stride}."
-        raise ValueError(msg)
-    if not 0 <= memory_weight <= 1:
-        msg = f"memory_weight must be in [0, 1], got {memory_weight}."
-        raise ValueError(msg)
-    if memory_aggregation not in MEMORY_AGGREGATIONS:
-        msg = f"memory_aggregation must be one of {MEMORY_AGGREGATIONS}, got {memory_aggregation!r}."
-        raise ValueError(msg)
 
 
 def _joined(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
