@@ -82,7 +82,7 @@ class MemoryFusedNetwork:
     def init_class_memory(
         self,
         out_channels: Sequence[int],
-        image_size: int,
+        image_size: int | None,
         memory_layers: Sequence[int] | None = None,
         memory_stride: int = 16,
         memory_weight: float = 0.0,
@@ -93,7 +93,7 @@ class MemoryFusedNetwork:
 
         Args:
             out_channels: Channels of each backbone map.
-            image_size: Input side (a multiple of ``memory_stride``).
+            image_size: Input side (a multiple of ``memory_stride``), if the network fixes it.
             memory_layers: See the class docstring.
             memory_stride: See the class docstring.
             memory_weight: See the class docstring.
@@ -105,7 +105,7 @@ class MemoryFusedNetwork:
         if not chosen or not set(chosen) <= set(range(num_layers)):
             msg = f"memory_layers must be positions in layers (0 to {num_layers - 1}), got {memory_layers}."
             raise ValueError(msg)
-        if image_size % memory_stride:
+        if image_size is not None and image_size % memory_stride:
             msg = f"image_size {image_size} must be a multiple of memory_stride {memory_stride}."
             raise ValueError(msg)
         if not 0 <= memory_weight <= 1:
@@ -258,6 +258,23 @@ class MemoryFusedModule:
             self.model.class_memory.clear()
         self.set_trained_class_memories(gathered)
         self.train(was_training)  # type: ignore[attr-defined]
+
+    @torch.no_grad()
+    def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
+        """With ``memory_weight > 0`` an added class gets its memory too, some images held out to scale it.
+
+        Args:
+            index: The new class's index.
+            images: ``(N, 3, H, W)`` its pre-processed images.
+            trained: Whether the network was trained with the class.
+        """
+        del trained  # the fusion needs every class's memory, trained or not
+        if self.model.memory_weight > 0:
+            self.set_trained_class_memory(index, self.memory_features_of(images))
+
+    def on_class_removed(self, index: int) -> None:
+        """Its patch memory goes with the class."""
+        self.model.class_memory.remove_class(index)
 
     def memory_features_of(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """Memory features of pre-processed ``images``, ``batch_size`` at a time."""

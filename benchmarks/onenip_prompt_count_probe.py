@@ -54,7 +54,7 @@ def main() -> None:
         pool_seconds = time.perf_counter() - start
         # The refiner scale (largest normal S_rec) depends on the prompts: recalibrated on training images, as the
         # model does before every validation.
-        scale = model.calibrate_refiner_scale_from(datamodule)
+        scale = model.calibrate_normal_scale_from(datamodule)
         model.eval()
         table = evaluate_test_set(model, datamodule.test_dataloader(), prepare=False)
         for category, row in table.iterrows():

@@ -41,7 +41,6 @@ from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
@@ -52,14 +51,14 @@ from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGene
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
+from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
-from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
 
 logger = logging.getLogger(__name__)
 
 
-class OneNip(MemoryFusedModule, PromptedAnomalyModule):
+class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
     """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
 
     Every argument is plain data. ``preset`` chooses the defaults of the arguments that default to ``None``
@@ -224,7 +223,6 @@ class OneNip(MemoryFusedModule, PromptedAnomalyModule):
         )
         # Synthetic copies and their features, reused for ``synthetic_refresh_epochs`` epochs (1: the paper).
         self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, arguments["synthetic_refresh_epochs"])
-        self._calibrated_at_step = -1
         self.synthesis_seconds = 0.0  # time spent generating synthetic anomalies (measured, logged)
 
     def _clean_features(self, images: torch.Tensor, paths: Sequence[str] | None) -> torch.Tensor:
@@ -297,12 +295,8 @@ class OneNip(MemoryFusedModule, PromptedAnomalyModule):
         """
         if not trained and self.model.untrained_class_scoring == "memory":
             self.model.class_memory.set_class(index, self.memory_features_of(images))
-        elif self.model.memory_weight > 0:
-            self.set_trained_class_memory(index, self.memory_features_of(images))
-
-    def on_class_removed(self, index: int) -> None:
-        """Its patch memory goes with the class."""
-        self.model.class_memory.remove_class(index)
+        else:
+            super().on_class_added(index, images, trained)
 
     def prompt_pool_ready(self) -> bool:
         """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""
@@ -345,74 +339,18 @@ class OneNip(MemoryFusedModule, PromptedAnomalyModule):
             return make(images)
         return self.synthetic_bank.copies(paths, images, self.current_epoch, make)
 
-    # ------------------------------------------------------------------ refiner calibration
-    @torch.no_grad()
-    def calibrate_refiner_scale(self, batches: Iterable[tuple[torch.Tensor, Any, Any]]) -> float:
-        """Set the refiner scale ``s`` to the largest ``S_rec`` value over normal images.
+    # ------------------------------------------------------------------ refiner scale (normal_scale.py)
+    def needs_normal_scale(self) -> bool:
+        """The refiner's map, or the patch memory's (``memory_weight``), is added on the scale of ``S_rec``."""
+        return self.model.refiner is not None or self.model.memory_weight > 0
 
-        Args:
-            batches: Pre-processed ``(images, ...)`` batches of normal images (training data), in eval mode.
+    def normal_map(self, images: torch.Tensor) -> torch.Tensor:
+        """``S_rec``: the refiner scale ``s`` is its largest value on normal training images."""
+        return self.model.reconstruction_error(images)
 
-        Returns:
-            The new scale.
-        """
-        largest, seen = 0.0, 0
-        for images, *_ in batches:
-            largest = max(largest, float(self.model.reconstruction_error(images).amax()))
-            seen += len(images)
-            if seen >= self.calibration_images:
-                break
-        if seen:
-            self.model.anomaly_map_generator.refiner_scale.fill_(largest)
-        return largest
-
-    def calibrate_refiner_scale_from(self, datamodule: Any) -> float:
-        """Set the refiner scale from ``calibration_images`` normal training images of ``datamodule``.
-
-        The images are spread evenly over the training set, so every DDP rank and every run uses the same ones
-        (the shuffled loader's first batches would differ, and so would the scales).
-
-        Args:
-            datamodule: A datamodule whose ``train_dataloader()`` yields normal training images.
-
-        Returns:
-            The new scale.
-
-        Example:
-            >>> model.calibrate_refiner_scale_from(datamodule)  # doctest: +SKIP
-            0.41
-        """
-        was_training = self.training
-        self.eval()
-        images = pool_dataloader(datamodule.train_dataloader(), limit=self.calibration_images)
-        scale = self.calibrate_refiner_scale(preprocessed_batches(images, self))
-        self.train(was_training)
-        logger.info("OneNIP refiner scale calibrated on training images: %.4f", scale)
-        return scale
-
-    def _calibrate_from_training_data(self) -> None:
-        # The scale also brings the patch memory's map to the network's range (memory_weight).
-        needs_scale = self.model.refiner is not None or self.model.memory_weight > 0
-        if not needs_scale or self._calibrated_at_step == self.trainer.global_step:
-            return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return
-        self.calibrate_refiner_scale_from(datamodule)
-        self._calibrated_at_step = self.trainer.global_step
-
-    def prepare_for_evaluation(self) -> None:
-        """Refresh the refiner scale from training data (called by evaluations made during training)."""
-        self._calibrate_from_training_data()
-
-    def on_validation_start(self) -> None:
-        """Calibrate the refiner scale before validation during fitting (the post-processor sees final maps)."""
-        if self.trainer.state.fn == TrainerFn.FITTING:
-            self._calibrate_from_training_data()
-
-    def on_train_end(self) -> None:
-        """Calibrate the refiner scale if no validation followed the last training step."""
-        self._calibrate_from_training_data()
+    def store_normal_scale(self, scale: float) -> None:
+        """The refiner scale buffer (also the patch memory's ``s``)."""
+        self.model.anomaly_map_generator.refiner_scale.fill_(scale)
 
     def on_train_epoch_end(self) -> None:
         """Log the time spent generating synthetic anomalies this epoch."""

@@ -8,6 +8,9 @@ per-pixel ``1 - cos`` along channels between ``F_input`` and ``F_fuse*``, smooth
 (sigma 4 by default, the first author's habit). The image score is the map's maximum, or the mean of its
 ``top_k`` highest pixels when ``top_k`` is set (more robust to single hot pixels).
 
+``normal_scale`` is the map's largest value on normal training images, calibrated by the module when another map
+is added to this one on its scale (a patch memory's, :mod:`~anomalib_pnpt.memory_fusion`).
+
 Example:
     >>> import torch
     >>> generator = PnptAnomalyMap(fusion_weight=0.5, sigma=0.0)
@@ -20,6 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +46,7 @@ class PnptAnomalyMap(nn.Module):
         self.fusion_weight = fusion_weight
         self.top_k = top_k
         self.blur = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
+        self.register_buffer("normal_scale", torch.tensor(1.0))
 
     def forward(
         self,
@@ -59,6 +64,14 @@ class PnptAnomalyMap(nn.Module):
             distance = 1 - F.cosine_similarity(target, fused, dim=1).unsqueeze(1)
             anomaly_map = anomaly_map + F.interpolate(distance, size=image_size, mode="bilinear", align_corners=False)
         anomaly_map = self.blur(anomaly_map)
+        return anomaly_map, self.image_score(anomaly_map)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Checkpoints from before the scale existed: the scale of a map nothing is added to (1).
+        state_dict.setdefault(prefix + "normal_scale", torch.ones_like(self.normal_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Image score ``(B,)``: the map's maximum, or the mean of its ``top_k`` highest pixels."""
         flat = anomaly_map.flatten(1)
-        score = flat.amax(dim=1) if self.top_k is None else flat.topk(self.top_k, dim=1).values.mean(dim=1)
-        return anomaly_map, score
+        return flat.amax(dim=1) if self.top_k is None else flat.topk(self.top_k, dim=1).values.mean(dim=1)

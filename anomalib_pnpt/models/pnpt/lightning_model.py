@@ -40,15 +40,17 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
+from anomalib_pnpt.memory_fusion import ClassFeatures, MemoryFusedModule
 from anomalib_pnpt.models.pnpt.presets import PRESETS
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
+from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.presets import arguments_of, resolve_preset
 
 logger = logging.getLogger(__name__)
 
 
-class Pnpt(PromptedAnomalyModule):
+class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
     """PNPT: Prior Normality Prompt Transformer for multi-class anomaly detection.
 
     Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). ``preset``
@@ -92,6 +94,16 @@ class Pnpt(PromptedAnomalyModule):
         use_cscd: See :class:`PnptModel` (ablation).
         untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prior
             alone, ``"network"`` like the trained classes; see :class:`PnptModel`.
+        memory_sampling_ratio: See :class:`PnptModel`.
+        memory_layers: See :class:`PnptModel`.
+        memory_stride: See :class:`PnptModel`.
+        memory_weight: See :class:`PnptModel` (not in the paper: 0). With ``memory_weight > 0`` every trained
+            class's patch memory is built with the prompt pool, from its training images (their cached backbone
+            maps); every ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
+        memory_aggregation: See :class:`PnptModel`.
+        memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
+        calibration_images: Normal training images on which the map's normal scale is measured
+            (``memory_weight > 0``; :mod:`~anomalib_pnpt.normal_scale`).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -139,6 +151,13 @@ class Pnpt(PromptedAnomalyModule):
         use_semantic_tokens: bool = True,
         use_cscd: bool = True,
         untrained_class_scoring: str = "prompt",
+        memory_sampling_ratio: float = 0.1,
+        memory_layers: Sequence[int] | None = None,
+        memory_stride: int = 16,
+        memory_weight: float = 0.0,
+        memory_aggregation: str = "joined",
+        memory_holdout: int = 10,
+        calibration_images: int = 256,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -169,7 +188,12 @@ class Pnpt(PromptedAnomalyModule):
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.gradient_clip = gradient_clip
+        self.memory_holdout = self.check_memory_holdout(memory_holdout)
+        self.calibration_images = calibration_images
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
+        # The CS-NPP alone is a sum any rank's share adds to; a class's patch memory needs all its images on one
+        # rank (each builds the whole pool then).
+        self.prompt_pool_splits_across_ranks = memory_weight == 0
 
     @torch.no_grad()
     def build_prompt_pool(
@@ -187,6 +211,7 @@ class Pnpt(PromptedAnomalyModule):
                 dividing (``fill_prompt_pool`` sets it under DDP).
         """
         pool = self.model.prompt_pool
+        memory = ClassFeatures()
         started = False
         for images, class_ids, paths in batches:
             features = self.cached_features(images, paths, self.model.extract_features)
@@ -195,10 +220,14 @@ class Pnpt(PromptedAnomalyModule):
                 pool.begin(num_classes or 1, self.model.key_dim(features), shapes)
                 started = True
             pool.accumulate(class_ids, self.model.global_coding(features), features)
+            if self.model.memory_weight > 0:
+                memory.add(class_ids, self.model.memory_features(images, features))
         if not started:
             msg = "No training batch to build the prompt pool from."
             raise RuntimeError(msg)
         pool.finish(reduce_across_ranks=reduce_across_ranks)
+        self.model.class_memory.clear()  # the pool's classes are now all the network's
+        self.set_trained_class_memories(memory)
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -223,6 +252,19 @@ class Pnpt(PromptedAnomalyModule):
             prompt_sums = sums if not prompt_sums else [a + b for a, b in zip(prompt_sums, sums, strict=True)]
         count = float(len(images))
         return key_sum / count, [total / count for total in prompt_sums], torch.tensor([count])
+
+    # ------------------------------------------------------------------ normal scale (normal_scale.py)
+    def needs_normal_scale(self) -> bool:
+        """The patch memory's map is added on the scale of Eq. 8's map (``memory_weight``)."""
+        return self.model.memory_weight > 0
+
+    def normal_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Eq. 8's map: its largest value on normal training images is the scale."""
+        return self.model.network_map(images)
+
+    def store_normal_scale(self, scale: float) -> None:
+        """``PnptAnomalyMap.normal_scale``."""
+        self.model.anomaly_map_generator.normal_scale.fill_(scale)
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""

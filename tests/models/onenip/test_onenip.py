@@ -71,7 +71,7 @@ def test_refiner_scale_calibrated_on_training_data(trained: tuple) -> None:
     images = [model.pre_processor.transform(torch.rand(2, 3, 128, 128)) for _ in range(2)]
     with torch.no_grad():
         largest = max(float(model.model.reconstruction_error(batch).amax()) for batch in images)
-    assert model.calibrate_refiner_scale([(batch,) for batch in images]) == pytest.approx(largest)
+    assert model.calibrate_normal_scale([(batch,) for batch in images]) == pytest.approx(largest)
     assert float(model.model.anomaly_map_generator.refiner_scale) == pytest.approx(largest)
     model.model.anomaly_map_generator.refiner_scale.fill_(scale)
 
@@ -83,7 +83,7 @@ def test_refiner_scale_recalibrated_from_a_datamodule_as_after_training(trained:
     model.model.anomaly_map_generator.refiner_scale.fill_(1.0)
     model.train()
     with torch.no_grad():
-        assert model.calibrate_refiner_scale_from(datamodule) == pytest.approx(scale, rel=1e-5)
+        assert model.calibrate_normal_scale_from(datamodule) == pytest.approx(scale, rel=1e-5)
     assert model.training  # the caller's mode is kept
     assert float(model.model.anomaly_map_generator.refiner_scale) == pytest.approx(scale, rel=1e-5)
     model.eval()

@@ -1,0 +1,116 @@
+# Copyright (C) 2026 anomalib-pnpt contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""PNPT's ``memory_weight``: each trained class's patch memory fused into Eq. 8's map, on the map's normal scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from anomalib_pnpt import Pnpt
+from tests.calibrated_models import assert_openvino_export_scores_as_torch, calibrated_model, class_images
+
+FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
+
+
+def _fused_model(**overrides: object) -> Pnpt:
+    model = calibrated_model("Pnpt", **{**FUSED, **overrides})
+    model.model.anomaly_map_generator.normal_scale.fill_(0.7)  # as calibration on training images would set it
+    return model
+
+
+def _memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
+    """Brute force: each location's distance to the nearest memory patch of ``class_id``, ``(B, 1, h, w)``."""
+    local = net.class_memory.local_patches(net.memory_features(images))
+    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
+    vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
+    nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
+
+
+def test_the_pool_gives_every_trained_class_a_memory_with_held_out_images_to_scale_it() -> None:
+    net = _fused_model().model
+    # Two 128 px images per class, 16 x 16 patches at stride 8: one held out of the memory, one all of it.
+    assert net.class_memory.sizes(3) == [256, 256, 256]
+    assert net.class_memory.patches.shape[1] == 40 + 112  # positions 1, 2 of layers (1, 2, 3): Lite0 strides 8, 16
+    assert (net.class_memory.normal_scales > 0).all()
+
+
+@pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
+def test_the_map_is_eq8_plus_the_smoothed_memory_on_the_maps_normal_scale(memory_aggregation: str) -> None:
+    model = _fused_model(memory_aggregation=memory_aggregation)
+    net = model.model
+    images = model.pre_processor.transform(class_images([0, 1, 2], seed=3))
+    with torch.no_grad():
+        fused, class_ids, _ = net.predict(images)
+        net.memory_weight = 0.0
+        network, _, _ = net.predict(images)
+        net.memory_weight = FUSED["memory_weight"]
+        distances = torch.cat([_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)])
+        memory_map = torch.nn.functional.interpolate(distances, size=(128, 128), mode="bilinear")
+        smoothed = net.anomaly_map_generator.blur(memory_map)
+    assert class_ids.tolist() == [0, 1, 2]
+    scale = 0.7 / net.class_memory.normal_scales[class_ids].view(-1, 1, 1, 1)
+    expected = 0.5 * network.anomaly_map + 0.5 * scale * smoothed
+    assert torch.allclose(fused.anomaly_map, expected, atol=1e-4)
+    assert torch.allclose(fused.pred_score, expected.flatten(1).amax(1), atol=1e-4)
+    assert not torch.allclose(fused.pred_score, network.pred_score)
+
+
+def test_the_normal_scale_is_the_largest_eq8_value_on_normal_training_images() -> None:
+    model = _fused_model()
+    images = [model.pre_processor.transform(class_images([0, 1, 2], seed=s)) for s in (5, 6)]
+    with torch.no_grad():
+        largest = max(float(model.model.network_map(batch).amax()) for batch in images)
+        assert model.calibrate_normal_scale([(batch,) for batch in images]) == pytest.approx(largest)
+    assert float(model.model.anomaly_map_generator.normal_scale) == pytest.approx(largest)
+    assert model.needs_normal_scale()
+    assert not calibrated_model("Pnpt").needs_normal_scale()  # nothing is added to Eq. 8's map
+
+
+def test_the_scale_is_measured_when_training_ends(tmp_path: Path) -> None:
+    from anomalib.engine import Engine
+
+    from anomalib_pnpt.data import MultiClassMVTecAD, make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "demo", image_size=64, n_train=4, n_test_normal=1, n_test_defect=1)
+    datamodule = MultiClassMVTecAD(root=root, train_batch_size=4, eval_batch_size=4, num_workers=0)
+    model = Pnpt(
+        backbone="tf_efficientnet_lite0",
+        pre_trained=False,
+        image_size=64,
+        hidden_dim=32,
+        num_semantic_tokens=4,
+        num_heads=4,
+        num_layers=1,
+        **FUSED,
+    )
+    Engine(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False).fit(model, datamodule)
+    scale = float(model.model.anomaly_map_generator.normal_scale)
+    assert scale != 1.0
+    assert model.calibrate_normal_scale_from(datamodule) == pytest.approx(scale, rel=1e-5)
+    assert all(size > 0 for size in model.model.class_memory.sizes(len(model.prompt_categories)))
+
+
+def test_an_added_class_gets_its_memory_too() -> None:
+    model = _fused_model()
+    model.add_class("grey", torch.full((10, 3, 128, 128), 0.5) + 0.05 * torch.rand(10, 3, 128, 128))
+    assert model.model.class_memory.sizes(4)[3] > 0
+    with torch.no_grad():
+        output = model.model.predict(model.pre_processor.transform(class_images([0, 1, 2], seed=3)))[0]
+    assert torch.isfinite(output.pred_score).all()
+
+
+def test_a_checkpoint_from_before_the_scale_loads_with_scale_one() -> None:
+    model = _fused_model()
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("normal_scale")}
+    fresh = calibrated_model("Pnpt", **FUSED)
+    fresh.load_state_dict(state)
+    assert float(fresh.model.anomaly_map_generator.normal_scale) == 1.0
+
+
+def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
+    assert_openvino_export_scores_as_torch(_fused_model(), class_images([0, 1, 2], seed=4), tmp_path)
