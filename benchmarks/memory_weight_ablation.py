@@ -1,19 +1,20 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Ablation of OneNIP's trained-class patch memory (``memory_weight``) on ONE trained checkpoint, no training.
+"""Ablation of a trained-class patch memory (``memory_weight``, OneNIP or PNPT) on ONE checkpoint, no training.
 
 Each row loads the same checkpoint with other memory settings, rebuilds the memories where their features change
 (from the training images), re-calibrates the per-class post-processor on the validation images (held out from
 training) and tests, with the harness's per-class metrics:
-- ``memory_weight 0``: the network's map alone (OneNIP as the paper);
+- ``memory_weight 0``: the network's map alone (the paper's model);
 - ``memory_weight 1``: the patch memory alone; 0.25 and 0.75 between (an ablation on the test set, not a choice);
 - the model as trained, for reference;
-- ``memory coreset 0.1``: the memory at PatchCore's default coreset ratio instead of 0.01;
-- ``memory stride 16``: the memory of all of OneNIP's stages at its token grid (coreset 0.1), the earlier choice.
+- ``memory coreset 0.1`` / ``0.01``: the memory at PatchCore's default coreset ratio, or a tenth of it;
+- ``memory per-layer`` / ``joined aggregation``: each map's 3x3 mean before joining (PatchCore's order) or after;
+- ``memory stride 16``: the memory of all of the network's stages at stride 16 (coreset 0.1), OneNIP's first one.
 
 Usage:
-    python benchmarks/memory_weight_ablation.py --checkpoint <OneNip model.ckpt> [--root DIR] \
+    python benchmarks/memory_weight_ablation.py --checkpoint <OneNip or Pnpt model.ckpt> [--root DIR] \
         [--output benchmarks/results/onenip_memory_cpu/ablation] [--variants "memory_weight 0,as trained"]
 """
 
@@ -42,6 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory_weight 1 (memory alone)": {"memory_weight": 1.0},
     "memory coreset 0.1 (PatchCore's default ratio)": {"memory_sampling_ratio": 0.1},
     "memory per-layer aggregation (PatchCore's order)": {"memory_aggregation": "per_layer"},
+    "memory joined aggregation (the earlier order)": {"memory_aggregation": "joined"},
+    "memory coreset 0.01": {"memory_sampling_ratio": 0.01},
     "memory per-layer aggregation, coreset 0.1": {"memory_aggregation": "per_layer", "memory_sampling_ratio": 0.1},
     "memory stride 16, all stages, coreset 0.1": {
         "memory_stride": 16,
