@@ -114,9 +114,6 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             (e.g. resuming on new data).
     """
 
-    # The CS-NPP is a class mean: under DDP each rank sums a share of the images and the sums are reduced.
-    prompt_pool_splits_across_ranks = True
-
     # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
     def __init__(  # noqa: PLR0913
         self,
@@ -191,9 +188,15 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.memory_holdout = self.check_memory_holdout(memory_holdout)
         self.calibration_images = calibration_images
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
-        # The CS-NPP alone is a sum any rank's share adds to; a class's patch memory needs all its images on one
-        # rank (each builds the whole pool then).
-        self.prompt_pool_splits_across_ranks = memory_weight == 0
+
+    @property
+    def prompt_pool_splits_across_ranks(self) -> bool:  # type: ignore[override]
+        """Under DDP, each rank sums a share of the images into the CS-NPP (a class mean) and the sums are reduced.
+
+        Not with a patch memory (``memory_weight > 0``): a class's memory needs all its images, so every rank then
+        builds the whole pool.
+        """
+        return self.model.memory_weight == 0
 
     @torch.no_grad()
     def build_prompt_pool(

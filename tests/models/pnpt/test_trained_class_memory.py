@@ -114,3 +114,9 @@ def test_a_checkpoint_from_before_the_scale_loads_with_scale_one() -> None:
 
 def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
     assert_openvino_export_scores_as_torch(_fused_model(), class_images([0, 1, 2], seed=4), tmp_path)
+
+
+def test_under_ddp_each_rank_builds_every_class_memory_from_all_its_images() -> None:
+    # The CS-NPP alone is a sum over images each rank adds its share to; a memory needs all of a class's images.
+    assert calibrated_model("Pnpt").prompt_pool_splits_across_ranks
+    assert not _fused_model().prompt_pool_splits_across_ranks
