@@ -27,7 +27,13 @@ MODELS = {
     "Pnpt": (
         "configs/pnpt_cpu.yaml",
         {"image_size": "128", "hidden_dim": "32", "num_layers": "1"},
-        {"preset": "cpu"},
+        {
+            "preset": "cpu",
+            "memory_weight": "0.5",
+            "memory_layers": "[1,2]",
+            "memory_stride": "8",
+            "memory_aggregation": "per_layer",
+        },
     ),
     "OneNip": (
         "configs/onenip_cpu.yaml",
@@ -40,7 +46,13 @@ MODELS = {
             "texture_dir": "null",
         },
         # and the config's patch memory, which changes the map (what the checkpoint holds, not its arguments)
-        {"preset": "cpu", "memory_weight": "0.5", "memory_layers": "[2,3]", "memory_stride": "8"},
+        {
+            "preset": "cpu",
+            "memory_weight": "0.5",
+            "memory_layers": "[2,3]",
+            "memory_stride": "8",
+            "memory_aggregation": "per_layer",
+        },
     ),
 }
 
