@@ -37,6 +37,7 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.error_reporting import UserFacingError, report_user_facing_errors
 
@@ -268,6 +269,25 @@ def install_offline_weights(
         save_file({key: value.contiguous() for key, value in state_dict.items()}, str(snapshot / "model.safetensors"))
         written.append(snapshot / "model.safetensors")
     return written
+
+
+def joined_maps(maps: Sequence[torch.Tensor], size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:
+    """Backbone feature maps resized to one grid ``size`` (bilinear) and concatenated along the channels.
+
+    Args:
+        maps: ``(B, C_i, h_i, w_i)`` feature maps.
+        size: The common grid ``(h, w)``.
+        align_corners: Bilinear resizing with corners aligned (OneNIP's tokens) or not (PatchCore's memory).
+
+    Returns:
+        ``(B, sum C_i, h, w)``.
+
+    Example:
+        >>> joined_maps([torch.rand(1, 2, 8, 8), torch.rand(1, 3, 4, 4)], (8, 8)).shape
+        torch.Size([1, 5, 8, 8])
+    """
+    resized = [F.interpolate(m, size=size, mode="bilinear", align_corners=align_corners) for m in maps]
+    return torch.cat(resized, dim=1)
 
 
 class FrozenFeatureExtractor(nn.Module):

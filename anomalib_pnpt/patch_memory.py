@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_pnpt.backbones import joined_maps
 from anomalib_pnpt.coreset import FastKCenterGreedy
 
 # Added to the distance of another class's patches: out of reach of any real one. ``torch.where``, not a product
@@ -121,9 +122,8 @@ class ClassPatchMemory(nn.Module):
             ``(B, sum C_i, h, w)``.
         """
         if self.per_layer:
-            local = [self._neighbourhood_mean(m) for m in maps]
-            return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in local], 1)
-        return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps], dim=1)
+            return joined_maps([self._neighbourhood_mean(m) for m in maps], size, align_corners=False)
+        return joined_maps(maps, size)
 
     def local_patches(self, features: torch.Tensor) -> torch.Tensor:
         """Each location averaged with its neighbours, zero padding counted, ``(B, C, h, w)``.

@@ -46,9 +46,8 @@ from pathlib import Path
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
-from anomalib_pnpt.backbones import FrozenFeatureExtractor
+from anomalib_pnpt.backbones import FrozenFeatureExtractor, joined_maps
 from anomalib_pnpt.feature_jitter import feature_jitter
 from anomalib_pnpt.memory_fusion import MemoryFusedNetwork
 from anomalib_pnpt.models.onenip.anomaly_map import OneNipAnomalyMap
@@ -211,7 +210,7 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             maps: Their backbone maps, if already computed.
         """
         maps = self.feature_extractor(images) if maps is None else maps
-        return _joined(maps, (images.shape[-2] // self.stride, images.shape[-1] // self.stride))
+        return joined_maps(maps, (images.shape[-2] // self.stride, images.shape[-1] // self.stride))
 
     @staticmethod
     def global_key(features: torch.Tensor) -> torch.Tensor:
@@ -413,8 +412,3 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""
         return self.predict(images)[0]
-
-
-def _joined(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Feature maps resized to ``size`` (bilinear, corners aligned) and concatenated along the channels."""
-    return torch.cat([F.interpolate(m, size=size, mode="bilinear", align_corners=True) for m in maps], dim=1)
