@@ -58,6 +58,18 @@ def calibrated_model(name: str, **overrides: object) -> torch.nn.Module:
     return model
 
 
+def brute_force_memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
+    """Each location's distance to the nearest memory patch of ``class_id`` by exhaustive search, ``(B, 1, h, w)``.
+
+    ``net`` is a network with a trained-class patch memory (:class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`).
+    """
+    local = net.class_memory.local_patches(net.memory_features(images))
+    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
+    vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
+    nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
+
+
 def assert_openvino_export_scores_as_torch(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> None:
     """Export ``model`` to OpenVINO (FP32) and check that it gives the torch model's score for every image."""
     from anomalib.engine import Engine

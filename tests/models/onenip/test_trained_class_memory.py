@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from anomalib_pnpt import OneNip
-from tests.calibrated_models import assert_openvino_export_scores_as_torch, calibrated_model, class_images
+from tests.calibrated_models import (
+    assert_openvino_export_scores_as_torch,
+    brute_force_memory_distance,
+    calibrated_model,
+    class_images,
+)
 
 FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
 
@@ -20,15 +25,6 @@ def _fused_model(memory_aggregation: str = "joined") -> OneNip:
     model = calibrated_model("OneNip", **FUSED, memory_aggregation=memory_aggregation)
     model.model.anomaly_map_generator.refiner_scale.fill_(0.7)  # as calibration on training images would set it
     return model
-
-
-def _memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
-    """Brute force: each location's distance to the nearest memory patch of ``class_id``, ``(B, 1, h, w)``."""
-    local = net.class_memory.local_patches(net.memory_features(images))
-    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
-    vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
-    nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-    return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
 
 
 def test_every_trained_class_gets_a_memory_with_held_out_images_to_scale_it() -> None:
@@ -47,10 +43,10 @@ def test_the_normal_scale_is_the_largest_distance_of_the_held_out_images() -> No
     with torch.no_grad():
         for class_id in range(3):
             held_out = images[class_id : class_id + 1]  # every memory_holdout-th image of the class: its first
-            largest = float(_memory_distance(net, held_out, class_id).amax())
+            largest = float(brute_force_memory_distance(net, held_out, class_id).amax())
             assert float(net.class_memory.normal_scales[class_id]) == pytest.approx(largest, rel=1e-5)
             kept = images[class_id + 3 : class_id + 4]
-            assert float(_memory_distance(net, kept, class_id).amax()) == pytest.approx(0.0, abs=1e-4)
+            assert float(brute_force_memory_distance(net, kept, class_id).amax()) == pytest.approx(0.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
@@ -63,7 +59,9 @@ def test_the_map_is_the_weighted_sum_of_the_network_and_the_scaled_memory(memory
         net.memory_weight = 0.0
         network, _, _ = net.predict(images)
         net.memory_weight = FUSED["memory_weight"]
-        distances = torch.cat([_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)])
+        distances = torch.cat(
+            [brute_force_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)]
+        )
     assert class_ids.tolist() == [0, 1, 2]
     memory_map = torch.nn.functional.interpolate(distances, size=(128, 128), mode="bilinear", align_corners=False)
     scale = 0.7 / net.class_memory.normal_scales[class_ids].view(-1, 1, 1, 1)

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from anomalib_pnpt import Pnpt
-from tests.calibrated_models import assert_openvino_export_scores_as_torch, calibrated_model, class_images
+from tests.calibrated_models import (
+    MODELS,
+    assert_openvino_export_scores_as_torch,
+    brute_force_memory_distance,
+    calibrated_model,
+    class_images,
+)
 
 FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
 
@@ -20,15 +26,6 @@ def _fused_model(**overrides: object) -> Pnpt:
     model = calibrated_model("Pnpt", **{**FUSED, **overrides})
     model.model.anomaly_map_generator.normal_scale.fill_(0.7)  # as calibration on training images would set it
     return model
-
-
-def _memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
-    """Brute force: each location's distance to the nearest memory patch of ``class_id``, ``(B, 1, h, w)``."""
-    local = net.class_memory.local_patches(net.memory_features(images))
-    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
-    vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
-    nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
-    return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
 
 
 def test_the_pool_gives_every_trained_class_a_memory_with_held_out_images_to_scale_it() -> None:
@@ -49,7 +46,9 @@ def test_the_map_is_eq8_plus_the_smoothed_memory_on_the_maps_normal_scale(memory
         net.memory_weight = 0.0
         network, _, _ = net.predict(images)
         net.memory_weight = FUSED["memory_weight"]
-        distances = torch.cat([_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)])
+        distances = torch.cat(
+            [brute_force_memory_distance(net, images[i : i + 1], int(c)) for i, c in enumerate(class_ids)]
+        )
         memory_map = torch.nn.functional.interpolate(distances, size=(128, 128), mode="bilinear")
         smoothed = net.anomaly_map_generator.blur(memory_map)
     assert class_ids.tolist() == [0, 1, 2]
@@ -71,23 +70,13 @@ def test_the_normal_scale_is_the_largest_eq8_value_on_normal_training_images() -
     assert not calibrated_model("Pnpt").needs_normal_scale()  # nothing is added to Eq. 8's map
 
 
-def test_the_scale_is_measured_when_training_ends(tmp_path: Path) -> None:
+def test_the_scale_is_measured_when_training_ends(demo_root: Path, tmp_path: Path) -> None:
     from anomalib.engine import Engine
 
-    from anomalib_pnpt.data import MultiClassMVTecAD, make_demo_dataset
+    from anomalib_pnpt.data import MultiClassMVTecAD
 
-    root = make_demo_dataset(tmp_path / "demo", image_size=64, n_train=4, n_test_normal=1, n_test_defect=1)
-    datamodule = MultiClassMVTecAD(root=root, train_batch_size=4, eval_batch_size=4, num_workers=0)
-    model = Pnpt(
-        backbone="tf_efficientnet_lite0",
-        pre_trained=False,
-        image_size=64,
-        hidden_dim=32,
-        num_semantic_tokens=4,
-        num_heads=4,
-        num_layers=1,
-        **FUSED,
-    )
+    datamodule = MultiClassMVTecAD(root=demo_root, train_batch_size=4, eval_batch_size=4, num_workers=0)
+    model = Pnpt(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, **MODELS["Pnpt"][1], **FUSED)
     Engine(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False).fit(model, datamodule)
     scale = float(model.model.anomaly_map_generator.normal_scale)
     assert scale != 1.0
