@@ -191,13 +191,15 @@ class ClassFeatures:
 class MemoryFusedModule:
     """Anomalib-module side: every trained class's memory, from its training images.
 
-    ``self.model`` is a :class:`MemoryFusedNetwork`; the module sets ``memory_holdout`` (:meth:`check_memory_holdout`).
+    ``self.model`` is a :class:`MemoryFusedNetwork`; the module sets ``memory_holdout`` (:meth:`check_memory_holdout`)
+    and ``memory_all_images`` (whether the memory is made again from all images once ``m_c`` is measured).
     """
 
     model: Any
     device: torch.device
     training: bool
     memory_holdout: int
+    memory_all_images: bool
 
     @staticmethod
     def check_memory_holdout(memory_holdout: int) -> int:
@@ -210,6 +212,8 @@ class MemoryFusedModule:
     def set_trained_class_memory(self, index: int, features: torch.Tensor) -> None:
         """A trained class's memory, every ``memory_holdout``-th image held out to measure its normal range.
 
+        With ``memory_all_images`` the memory is then made again from all the images, held-out ones included.
+
         Args:
             index: Class index.
             features: ``(N, C_m, h_m, w_m)`` memory features of the class's normal images.
@@ -218,12 +222,14 @@ class MemoryFusedModule:
         held_out[:: self.memory_holdout] = len(features) > 1  # one image alone goes to the memory (scale 1)
         start = time.perf_counter()
         features = features.to(self.device)
-        kept = self.model.class_memory.set_class(index, features[~held_out], held_out=features[held_out])
+        kept = self.model.class_memory.set_class(
+            index, features[~held_out], held_out=features[held_out], keep_held_out=self.memory_all_images
+        )
         logger.info(
             "Patch memory of class %d: %d patches from %d images, normal scale %.4f (%d held-out images), %.0f s",
             index,
             kept,
-            int((~held_out).sum()),
+            len(features) if self.memory_all_images else int((~held_out).sum()),
             float(self.model.class_memory.normal_scales[index]),
             int(held_out.sum()),
             time.perf_counter() - start,

@@ -144,7 +144,13 @@ class ClassPatchMemory(nn.Module):
         return F.avg_pool2d(features, side, stride=1, padding=side // 2, count_include_pad=True)
 
     @torch.no_grad()
-    def set_class(self, index: int, features: torch.Tensor, held_out: torch.Tensor | None = None) -> int:
+    def set_class(
+        self,
+        index: int,
+        features: torch.Tensor,
+        held_out: torch.Tensor | None = None,
+        keep_held_out: bool = False,
+    ) -> int:
         """Make class ``index``'s memory from feature maps of its normal images (replaces what it had).
 
         Args:
@@ -152,10 +158,31 @@ class ClassPatchMemory(nn.Module):
             features: ``(N, C, h, w)`` :meth:`patch_features` of the class's images.
             held_out: ``(M, C, h, w)`` features of other normal images of the class, kept out of the memory: their
                 largest distance to it becomes the class's :attr:`normal_scales` entry (else 1).
+            keep_held_out: Once that scale is measured, make the memory again from all ``N + M`` images, as
+                PatchCore's holds all of a class's images (a second coreset; the scale, measured on a memory that
+                lacked the held-out images, is then a little high, the same way for every class).
 
         Returns:
             The number of patch vectors kept.
         """
+        self._store_class(index, self._coreset(features))
+        scales = self.normal_scales.to(features.device)
+        if len(scales) <= index:
+            scales = torch.cat([scales, scales.new_ones(index + 1 - len(scales))])
+        scales[index] = 1.0
+        if held_out is not None and len(held_out):
+            # In chunks: a distance matrix of every held-out location against every memory patch is large.
+            scales[index] = max(
+                float(self.distances(chunk, torch.full((len(chunk),), index, device=chunk.device)).amax())
+                for chunk in held_out.to(features.device).split(8)
+            )
+            if keep_held_out:
+                self._store_class(index, self._coreset(torch.cat([features, held_out.to(features.device)])))
+        self.normal_scales = scales
+        return int((self.patch_classes == index).sum())
+
+    def _coreset(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``sampling_ratio`` coreset of the locally aggregated patch vectors of ``features``, ``(K, C)``."""
         vectors = self.local_patches(features).permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
         count = max(1, round(self.sampling_ratio * len(vectors)))
         if count < len(vectors):
@@ -168,6 +195,10 @@ class ClassPatchMemory(nn.Module):
                 torch.manual_seed(0)
                 indices = chosen.select_coreset_idxs()
             vectors = vectors[torch.as_tensor(indices, device=vectors.device)]
+        return vectors
+
+    def _store_class(self, index: int, vectors: torch.Tensor) -> None:
+        """Replace class ``index``'s rows of the memory by ``vectors``."""
         keep = self.patch_classes != index
         patches = (
             self.patches[keep].to(vectors.device) if self.patches.numel() else vectors.new_zeros(0, vectors.shape[1])
@@ -175,18 +206,6 @@ class ClassPatchMemory(nn.Module):
         classes = self.patch_classes[keep].to(vectors.device)
         self.patches = torch.cat([patches, vectors])
         self.patch_classes = torch.cat([classes, torch.full((len(vectors),), index, device=vectors.device)])
-        scales = self.normal_scales.to(vectors.device)
-        if len(scales) <= index:
-            scales = torch.cat([scales, scales.new_ones(index + 1 - len(scales))])
-        scales[index] = 1.0
-        if held_out is not None and len(held_out):
-            # In chunks: a distance matrix of every held-out location against every memory patch is large.
-            scales[index] = max(
-                float(self.distances(chunk, torch.full((len(chunk),), index, device=chunk.device)).amax())
-                for chunk in held_out.to(vectors.device).split(8)
-            )
-        self.normal_scales = scales
-        return len(vectors)
 
     @torch.no_grad()
     def remove_class(self, index: int) -> None:

@@ -11,6 +11,8 @@ training) and tests, with the harness's per-class metrics:
 - the model as trained, for reference;
 - ``memory coreset 0.1`` / ``0.01``: the memory at PatchCore's default coreset ratio, or a tenth of it;
 - ``memory per-layer`` / ``joined aggregation``: each map's 3x3 mean before joining (PatchCore's order) or after;
+- ``memory of all images``: the memory made again from all of a class's images once ``m_c`` is measured on the
+  held-out ones (``memory_all_images``), alone (``memory_weight 1``) and fused;
 - ``memory stride 16``: the memory of all of the network's stages at stride 16 (coreset 0.1), OneNIP's first one.
 
 Usage:
@@ -46,6 +48,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory joined aggregation (the earlier order)": {"memory_aggregation": "joined"},
     "memory coreset 0.01": {"memory_sampling_ratio": 0.01},
     "memory per-layer aggregation, coreset 0.1": {"memory_aggregation": "per_layer", "memory_sampling_ratio": 0.1},
+    "memory of all images (held-out ones added once m_c is measured)": {"memory_all_images": True},
+    "memory of all images, memory_weight 1": {"memory_all_images": True, "memory_weight": 1.0},
+    "memory of all images, memory_weight 0.75": {"memory_all_images": True, "memory_weight": 0.75},
     "memory stride 16, all stages, coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,
@@ -81,7 +86,13 @@ def main() -> None:
             val_split_mode="from_train",
         )
         datamodule.setup()
-        rebuild = {"memory_stride", "memory_layers", "memory_sampling_ratio", "memory_aggregation"} & set(overrides)
+        rebuild = {
+            "memory_stride",
+            "memory_layers",
+            "memory_sampling_ratio",
+            "memory_aggregation",
+            "memory_all_images",
+        } & set(overrides)
         if rebuild or (model.model.memory_weight > 0 and model.model.class_memory.patches.numel() == 0):
             model.fill_class_memory(datamodule)
         evaluation = PerClassEvaluation(output_dir=args.output / "jobs" / name.split(" (")[0].replace(" ", "_"))

@@ -102,6 +102,8 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
         memory_aggregation: See :class:`OneNipModel`.
         memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
+        memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
+            again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
@@ -166,6 +168,7 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
         memory_holdout: int = 10,
+        memory_all_images: bool = False,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,
@@ -212,6 +215,7 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
         self.memory_holdout = self.check_memory_holdout(memory_holdout)
+        self.memory_all_images = memory_all_images
         self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(

@@ -102,6 +102,8 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             maps); every ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
         memory_aggregation: See :class:`PnptModel`.
         memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
+        memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
+            again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
         calibration_images: Normal training images on which the map's normal scale is measured
             (``memory_weight > 0``; :mod:`~anomalib_pnpt.normal_scale`).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
@@ -154,6 +156,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
         memory_holdout: int = 10,
+        memory_all_images: bool = False,
         calibration_images: int = 256,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -186,6 +189,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.warmup_steps = warmup_steps
         self.gradient_clip = gradient_clip
         self.memory_holdout = self.check_memory_holdout(memory_holdout)
+        self.memory_all_images = memory_all_images
         self.calibration_images = calibration_images
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
 
