@@ -53,6 +53,21 @@ def test_the_coreset_keeps_its_share_and_the_rare_normal_patches() -> None:
     assert float(torch.cdist(vectors, kept).min(1).values.max()) < 10
 
 
+def test_held_out_images_scale_the_memory_and_can_join_it_afterwards() -> None:
+    features, held_out = _features(3, seed=6), _features(1, seed=7)
+    apart = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    assert apart.set_class(0, features, held_out=held_out) == 48
+    together = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    assert together.set_class(0, features, held_out=held_out, keep_held_out=True) == 64
+    # The scale is the held-out image's distance to the memory without it, in both.
+    scale = float(apart.distances(held_out, torch.zeros(1, dtype=torch.long)).amax())
+    assert scale > 0
+    assert float(apart.normal_scales[0]) == pytest.approx(scale)
+    assert float(together.normal_scales[0]) == pytest.approx(scale)
+    # Only the memory that took the held-out image in holds it: it lies at distance 0 there.
+    assert float(together.distances(held_out, torch.zeros(1, dtype=torch.long)).amax()) == 0
+
+
 def test_local_patches_average_each_locations_neighbourhood() -> None:
     features = torch.zeros(1, 1, 3, 3)
     features[0, 0, 1, 1] = 9.0

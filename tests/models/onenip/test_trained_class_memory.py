@@ -36,6 +36,18 @@ def test_every_trained_class_gets_a_memory_with_held_out_images_to_scale_it() ->
     assert (net.class_memory.normal_scales > 0).all()  # a held-out image is not in the memory: it has a distance
 
 
+def test_memory_all_images_takes_the_held_out_images_in_once_they_have_scaled_it() -> None:
+    held_apart = _fused_model().model.class_memory
+    net = calibrated_model("OneNip", **FUSED, memory_all_images=True).model
+    assert net.class_memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
+    assert torch.allclose(net.class_memory.normal_scales, held_apart.normal_scales)  # measured before they joined
+    images = calibrated_model("OneNip", **FUSED).pre_processor.transform(class_images([0, 1, 2]))
+    with torch.no_grad():
+        for class_id in range(3):  # the held-out image is in the memory now
+            distance = brute_force_memory_distance(net, images[class_id : class_id + 1], class_id)
+            assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
+
+
 def test_the_normal_scale_is_the_largest_distance_of_the_held_out_images() -> None:
     model = _fused_model()
     net = model.model

@@ -36,6 +36,18 @@ def test_the_pool_gives_every_trained_class_a_memory_with_held_out_images_to_sca
     assert (net.class_memory.normal_scales > 0).all()
 
 
+def test_memory_all_images_takes_the_held_out_images_in_once_they_have_scaled_it() -> None:
+    held_apart = _fused_model().model.class_memory
+    net = _fused_model(memory_all_images=True).model
+    assert net.class_memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
+    assert torch.allclose(net.class_memory.normal_scales, held_apart.normal_scales)  # measured before they joined
+    images = calibrated_model("Pnpt", **FUSED).pre_processor.transform(class_images([0, 1, 2]))
+    with torch.no_grad():
+        for class_id in range(3):  # the held-out image is in the memory now
+            distance = brute_force_memory_distance(net, images[class_id : class_id + 1], class_id)
+            assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
+
+
 @pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
 def test_the_map_is_eq8_plus_the_smoothed_memory_on_the_maps_normal_scale(memory_aggregation: str) -> None:
     model = _fused_model(memory_aggregation=memory_aggregation)
