@@ -40,6 +40,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import joined_maps
 from anomalib_pnpt.coreset import FastKCenterGreedy
+from anomalib_pnpt.prompt_pool import is_tracing
 
 # Added to the distance of another class's patches: out of reach of any real one. ``torch.where``, not a product
 # with a 0/1 mask, so an FP16 export that rounds it to infinity still gives no NaN.
@@ -236,8 +237,28 @@ class ClassPatchMemory(nn.Module):
         """
         if self.patches.numel() == 0:  # no class has a memory: nothing is routed here
             return local_features
+        if not is_tracing():
+            return self._nearest_patches_per_class(local_features, class_ids)
+        # An exported graph cannot pick a class's rows (their count depends on the data): it compares every
+        # location with every class's patches and puts the other classes' out of reach.
         other_class = self.patch_classes[None, :] != class_ids[:, None]  # (B, N)
         return nearest_patch_map(local_features, self.patches, other_class)
+
+    def _nearest_patches_per_class(self, local_features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`nearest_patches` searching only each image's own class's rows (eager).
+
+        The same result as the exported graph's search with a third of its work when there are three classes.
+        """
+        nearest = torch.empty_like(local_features)
+        for class_id in class_ids.unique().tolist():
+            images = class_ids == class_id
+            rows = self.patch_classes == class_id
+            if rows.any():
+                nearest[images] = nearest_patch_map(local_features[images], self.patches[rows])
+            else:  # a class without memory patches: another class's, as in the exported graph (see above)
+                other_class = (self.patch_classes != class_id).expand(int(images.sum()), -1)
+                nearest[images] = nearest_patch_map(local_features[images], self.patches, other_class)
+        return nearest
 
     def distances(self, features: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         """L2 distance of each aggregated location to its nearest memory patch of its image's class.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anomalib_pnpt.patch_memory import ClassPatchMemory
+from anomalib_pnpt.patch_memory import ClassPatchMemory, nearest_patch_map
 
 
 def _features(count: int, seed: int, offset: float = 0.0) -> torch.Tensor:
@@ -27,6 +27,30 @@ def test_each_location_takes_its_nearest_patch_of_its_own_class_only() -> None:
     from_one = memory.nearest_patches(query, torch.tensor([1])).permute(0, 2, 3, 1).reshape(-1, 6)
     class_one = memory.patches[memory.patch_classes == 1]
     assert all(bool((class_one == row).all(dim=1).any()) for row in from_one)
+
+
+def test_the_eager_per_class_search_finds_what_the_exported_graphs_masked_search_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    memory = ClassPatchMemory(sampling_ratio=1.0, aggregation=1)
+    memory.set_class(1, _features(3, seed=1, offset=0.5))  # class 0: no memory (a trained class)
+    memory.set_class(2, _features(2, seed=2))
+    query, class_ids = _features(5, seed=9), torch.tensor([2, 1, 0, 2, 1])
+    searched = []  # rows each search compares with
+
+    def spy(features: torch.Tensor, patches: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+        searched.append(len(patches))
+        return nearest_patch_map(features, patches, excluded)
+
+    monkeypatch.setattr("anomalib_pnpt.patch_memory.nearest_patch_map", spy)
+    eager = memory.nearest_patches(query, class_ids)
+    assert sorted(searched) == [32, 48, 80]  # classes 2 and 1 alone; class 0, without patches, all (masked)
+    monkeypatch.setattr("anomalib_pnpt.patch_memory.is_tracing", lambda: True)
+    assert torch.equal(eager, memory.nearest_patches(query, class_ids))
+    for image, class_id in enumerate(class_ids.tolist()[:2]):  # each image's own class's rows, in either search
+        rows = memory.patches[memory.patch_classes == class_id]
+        found = eager[image].flatten(1).T
+        assert all(bool((rows == row).all(dim=1).any()) for row in found)
 
 
 def test_replacing_a_class_replaces_only_its_patches() -> None:
