@@ -47,11 +47,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory per-layer aggregation (PatchCore's order)": {"memory_aggregation": "per_layer"},
     "memory joined aggregation (the earlier order)": {"memory_aggregation": "joined"},
     "memory coreset 0.01": {"memory_sampling_ratio": 0.01},
-    "memory per-layer aggregation, coreset 0.1": {"memory_aggregation": "per_layer", "memory_sampling_ratio": 0.1},
+    "memory per-layer aggregation and coreset 0.1": {"memory_aggregation": "per_layer", "memory_sampling_ratio": 0.1},
     "memory of all images (held-out ones added once m_c is measured)": {"memory_all_images": True},
     "memory of all images and memory_weight 1": {"memory_all_images": True, "memory_weight": 1.0},
     "memory of all images and memory_weight 0": {"memory_all_images": True, "memory_weight": 0.0},
-    "memory stride 16, all stages, coreset 0.1": {
+    "memory stride 16 of all stages and coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,
         "memory_sampling_ratio": 0.1,
@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/onenip_memory_cpu/ablation"))
-    parser.add_argument("--variants", default=None, help="comma-separated names (their text up to ' (', without commas) to run")
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated names (their text up to ' (', without commas) to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     chosen = set(args.variants.split(",")) if args.variants else None
