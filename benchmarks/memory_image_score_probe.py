@@ -1,24 +1,29 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""How a memory-fused OneNIP turns its map into an image score, measured on one checkpoint without retraining.
+"""A memory-fused model's maps and image scores taken apart on one checkpoint (OneNIP or PNPT), no retraining.
 
-OneNIP scores an image by the maximum of its map after a 16 x 16 average pooling; with ``memory_weight`` ``w`` that
-map is ``(1 - w) S_net + w s S_mem / m_c`` (``anomalib_pnpt/memory_fusion.py``). PatchCore scores an image by its
-largest patch distance, unpooled. This script computes, once per test image, the network's map ``S_net`` and the
-memory's patch distances, and then scores each rule from them (image AUROC per class and their mean):
+With ``memory_weight`` ``w`` the map is ``(1 - w) S_net + w s S_mem / m_c`` (``anomalib_pnpt/memory_fusion.py``;
+PNPT smooths ``S_mem`` with Eq. 8's Gaussian first). This script computes, once per test image, the network's map
+``S_net`` and the memory's scaled distances, and scores each rule from them:
 
-- ``fused map, pool P``: the maximum of the fused map after a P x P average pooling (16: OneNIP's, as trained);
-- ``fused scores``: ``(1 - w) score(S_net) + w s max(S_mem) / m_c``: each map scored its own way (OneNIP's pooled
-  maximum; PatchCore's largest patch distance), then fused as the maps are;
-- ``memory alone`` (largest patch distance, PatchCore's rule) and ``network alone`` (pooled maximum).
+- ``fused map, pool P`` (OneNIP): the maximum of the fused map after a P x P average pooling (16: as trained);
+- ``fused map`` (PNPT): its maximum, as trained;
+- ``fused scores``: ``(1 - w) score(S_net) + w s max(S_mem) / m_c``: each map scored its own way (the network's
+  rule; PatchCore's largest patch distance), then fused as the maps are;
+- ``memory alone`` and ``network alone``;
+- PNPT only, ``prior + memory``: the class-mean prior's own map (Eq. 8 with ``F_fuse* = F_prior``, no transformer)
+  fused with the memory in the same way, on the prior map's own normal scale (its largest value on the same
+  normal training images as ``s``). Does the transformer add to the memory more than its prior does?
 
-The memories are built from the training images (``memory_all_images``); ``s`` and ``m_c`` come from the
-checkpoint's calibration on training images. The test images only measure: an ablation, not a tuning.
+Image AUROC per class (exact) and pixel AUROC per class (on maps and masks average-pooled 4 x 4, an approximation
+of the harness's full-resolution figure). The memories are built from the training images
+(``memory_all_images``); ``s`` and ``m_c`` come from training images. The test images only measure: an ablation,
+not a tuning.
 
 Usage:
-    python benchmarks/memory_image_score_probe.py --checkpoint <OneNip model.ckpt with memory_weight > 0> \
-        [--root DIR] [--output benchmarks/results/unified_memory_cpu/image_score_probe]
+    python benchmarks/memory_image_score_probe.py --checkpoint <OneNip or Pnpt model.ckpt with memory_weight > 0> \
+        --output benchmarks/results/unified_memory_cpu/score_probe_<model> [--root DIR] [--rebuild_memory]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -35,29 +41,50 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.class_commands import load_checkpoint_model
 from anomalib_pnpt.data import MultiClassMVTecAD
+from anomalib_pnpt.prompt_pool import pool_dataloader, preprocessed_batches
+
+PIXEL_POOL = 4  # maps and masks are average-pooled this much for the pixel AUROC (memory and time)
+
+
+def is_pnpt(model: Any) -> bool:
+    """Whether the model is PNPT (else OneNIP)."""
+    return hasattr(model.model, "retrieve_prior")
 
 
 @torch.no_grad()
-def collect(model: torch.nn.Module, datamodule: MultiClassMVTecAD) -> dict[str, torch.Tensor]:
-    """Per test image: the network's map, the memory's scaled patch distances, label and class."""
+def maps_of(model: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The maps of pre-processed images, each ``(B, 1, h, w)``.
+
+    ``network`` (``S_net``), ``memory`` (``S_mem`` at its patch grid, times ``s / m_c``) and, for PNPT, ``prior``
+    (the prior's own Eq. 8 map).
+    """
     net = model.model
     generator = net.anomaly_map_generator
-    out: dict[str, list[torch.Tensor]] = {"network": [], "memory": [], "label": [], "class": []}
-    for batch in datamodule.test_dataloader():
-        images = model.pre_processor.transform(batch.image)
+    size = images.shape[-2:]
+    if is_pnpt(model):
+        features = net.extract_features(images)
+        class_ids, prior, _ = net.retrieve_prior(features)
+        network = net.network_map(images)
+        found = {"network": network, "prior": generator(features, None, prior, image_size=size)[0]}
+        memory_features, scale = net.memory_features(images, features), generator.normal_scale
+    else:
         maps = net.feature_extractor(images)
         features = net.extract_features(images, maps)
         class_ids, prompts, _ = net.inference_prompts(features)
         reconstruction = net.reconstruct(features, prompts)
-        refined = net.refine(features, reconstruction, images.shape[-2:]) if net.refiner is not None else None
-        network_map, _ = generator(features, reconstruction, refined, images.shape[-2:])
-        distances = net.class_memory.distances(net.memory_features(images, maps), class_ids)
-        scale = generator.refiner_scale / net.class_memory.normal_scales[class_ids]  # s / m_c
-        out["network"].append(network_map)
-        out["memory"].append(scale.view(-1, 1, 1, 1) * distances)
-        out["label"].append(batch.gt_label.long())
-        out["class"].append(batch.category_id.long())
-    return {name: torch.cat(values) for name, values in out.items()}
+        refined = net.refine(features, reconstruction, size) if net.refiner is not None else None
+        found = {"network": generator(features, reconstruction, refined, size)[0]}
+        memory_features, scale = net.memory_features(images, maps), generator.refiner_scale
+    distances = net.class_memory.distances(memory_features, class_ids)
+    found["memory"] = (scale / net.class_memory.normal_scales[class_ids]).view(-1, 1, 1, 1) * distances
+    found["class_ids"] = class_ids
+    return found
+
+
+def memory_map(model: Any, memory: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """The memory's patch distances as the model fuses them: upsampled (for PNPT, smoothed by Eq. 8's Gaussian)."""
+    upsampled = F.interpolate(memory, size=tuple(size), mode="bilinear", align_corners=False)
+    return model.model.anomaly_map_generator.blur(upsampled) if is_pnpt(model) else upsampled
 
 
 def pooled_max(anomaly_map: torch.Tensor, pool: int) -> torch.Tensor:
@@ -66,20 +93,90 @@ def pooled_max(anomaly_map: torch.Tensor, pool: int) -> torch.Tensor:
     return pooled.flatten(1).amax(dim=1)
 
 
-def rules(data: dict[str, torch.Tensor], weight: float, pool: int) -> dict[str, torch.Tensor]:
-    """Each rule's image scores ``(N,)``."""
-    size = data["network"].shape[-2:]
-    memory_map = F.interpolate(data["memory"], size=tuple(size), mode="bilinear", align_corners=False)
-    fused = (1 - weight) * data["network"] + weight * memory_map
-    network_score = pooled_max(data["network"], pool)
-    memory_score = data["memory"].flatten(1).amax(dim=1)
-    scored = {f"fused map, pool {side}": pooled_max(fused, side) for side in (pool, 8, 4, 1)}
-    scored["fused scores (network pooled, memory's largest patch)"] = (
-        1 - weight
-    ) * network_score + weight * memory_score
-    scored["memory alone (largest patch)"] = memory_score
-    scored["network alone (pooled)"] = network_score
-    return scored
+@torch.no_grad()
+def prior_scale(model: Any, datamodule: MultiClassMVTecAD) -> float:
+    """The prior map's largest value on the normal training images the model's own ``s`` is measured on."""
+    images = pool_dataloader(datamodule.train_dataloader(), limit=model.calibration_images)
+    return max(float(maps_of(model, batch)["prior"].amax()) for batch, *_ in preprocessed_batches(images, model))
+
+
+@torch.no_grad()
+def evaluate(model: Any, datamodule: MultiClassMVTecAD, rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """Image and pixel AUROC per class of every rule ``name -> f(maps) -> (map, score)``."""
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in rules}
+    pixels: dict[str, list[torch.Tensor]] = {name: [] for name in rules}
+    labels, classes, masks = [], [], []
+    for batch in datamodule.test_dataloader():
+        images = model.pre_processor.transform(batch.image)
+        found = maps_of(model, images)
+        for name, rule in rules.items():
+            anomaly_map, score = rule(found, images.shape[-2:])
+            scores[name].append(score)
+            pixels[name].append(F.avg_pool2d(anomaly_map, PIXEL_POOL).flatten(1))
+        labels.append(batch.gt_label.long())
+        classes.append(batch.category_id.long())
+        mask = F.interpolate(
+            batch.gt_mask.float().view(len(images), 1, *batch.gt_mask.shape[-2:]), size=images.shape[-2:]
+        )
+        masks.append((F.avg_pool2d(mask, PIXEL_POOL) >= 0.5).flatten(1))
+    label, category, mask = torch.cat(labels), torch.cat(classes), torch.cat(masks)
+    rows = []
+    for name in rules:
+        score, pixel = torch.cat(scores[name]), torch.cat(pixels[name])
+        row: dict[str, Any] = {"rule": name}
+        for index, class_name in enumerate(datamodule.categories):
+            chosen = category == index
+            row[f"{class_name} image"] = 100 * roc_auc_score(label[chosen].numpy(), score[chosen].numpy())
+            row[f"{class_name} pixel"] = 100 * roc_auc_score(
+                mask[chosen].flatten().numpy(), pixel[chosen].flatten().numpy()
+            )
+        for level in ("image", "pixel"):
+            row[f"mean {level}"] = sum(row[f"{c} {level}"] for c in datamodule.categories) / len(datamodule.categories)
+        rows.append({key: round(value, 2) if isinstance(value, float) else value for key, value in row.items()})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def rules_of(model: Any, prior_normal_scale: float | None) -> dict[str, Any]:
+    """The scoring rules of the model (module docstring)."""
+    weight = model.model.memory_weight
+    generator = model.model.anomaly_map_generator
+    pool = 1 if is_pnpt(model) else generator.score_pool
+
+    def fused(found: dict[str, torch.Tensor], size: torch.Size, side: int = pool) -> tuple[torch.Tensor, torch.Tensor]:
+        anomaly_map = (1 - weight) * found["network"] + weight * memory_map(model, found["memory"], size)
+        return anomaly_map, pooled_max(anomaly_map, side)
+
+    def fused_scores(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        anomaly_map, _ = fused(found, size)
+        memory_score = found["memory"].flatten(1).amax(dim=1)
+        return anomaly_map, (1 - weight) * pooled_max(found["network"], pool) + weight * memory_score
+
+    def memory_alone(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        return memory_map(model, found["memory"], size), found["memory"].flatten(1).amax(dim=1)
+
+    def network_alone(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        return found["network"], pooled_max(found["network"], pool)
+
+    rules: dict[str, Any] = {f"fused map, pool {pool} (as trained)": fused}
+    if not is_pnpt(model):
+        for side in (8, 1):
+            rules[f"fused map, pool {side}"] = lambda found, size, side=side: fused(found, size, side)
+    rules["fused scores (memory's largest patch)"] = fused_scores
+    rules["memory alone (largest patch)"] = memory_alone
+    rules["network alone"] = network_alone
+    if prior_normal_scale is not None:
+        network_scale = float(generator.normal_scale)
+
+        def prior_and_memory(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+            # The prior's map on the network's scale, so that the memory's term weighs as much as in the model.
+            prior = found["prior"] * network_scale / prior_normal_scale
+            anomaly_map = (1 - weight) * prior + weight * memory_map(model, found["memory"], size)
+            return anomaly_map, pooled_max(anomaly_map, 1)
+
+        rules["prior + memory (no transformer)"] = prior_and_memory
+        rules["prior alone (no transformer)"] = lambda found, size: (found["prior"], pooled_max(found["prior"], 1))
+    return rules
 
 
 def main() -> None:
@@ -87,7 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/unified_memory_cpu/image_score_probe"))
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--rebuild_memory", action="store_true", help="rebuild the memories of all training images")
     args = parser.parse_args()
     torch.set_num_threads(2)
     start = time.perf_counter()
@@ -97,23 +195,17 @@ def main() -> None:
         root=args.root, categories=categories, train_batch_size=16, eval_batch_size=16, num_workers=2
     )
     datamodule.setup()
-    model.fill_class_memory(datamodule)
-    data = collect(model, datamodule)
-    rows = []
-    for rule, scores in rules(data, model.model.memory_weight, model.model.anomaly_map_generator.score_pool).items():
-        row = {"rule": rule}
-        for index, category in enumerate(categories):
-            chosen = data["class"] == index
-            row[category] = round(100 * roc_auc_score(data["label"][chosen].numpy(), scores[chosen].numpy()), 2)
-        row["mean"] = round(sum(row[c] for c in categories) / len(categories), 2)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
+    if args.rebuild_memory or model.model.class_memory.patches.numel() == 0:
+        model.fill_class_memory(datamodule)
+    prior_normal_scale = prior_scale(model, datamodule) if is_pnpt(model) else None
+    frame = pd.DataFrame(evaluate(model, datamodule, rules_of(model, prior_normal_scale)))
     print(frame.to_string(index=False), flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.output / "results.csv", index=False)
+    scales = f"; the prior map's normal scale {prior_normal_scale:.4f}" if prior_normal_scale is not None else ""
     (args.output / "results.md").write_text(
-        f"Command: `{command_line()}`\n\nCheckpoint: `{args.checkpoint}`\n\nImage AUROC (%), "
-        f"{time.perf_counter() - start:.0f} s\n\n{frame.to_markdown(index=False)}\n"
+        f"Command: `{command_line()}`\n\nCheckpoint: `{args.checkpoint}`\n\nAUROC (%), pixel AUROC on {PIXEL_POOL}x"
+        f"{PIXEL_POOL}-pooled maps{scales}; {time.perf_counter() - start:.0f} s\n\n{frame.to_markdown(index=False)}\n"
     )
 
 
