@@ -8,7 +8,7 @@ PNPT smooths ``S_mem`` with Eq. 8's Gaussian first). This script computes, once 
 ``S_net`` and the memory's scaled distances, and scores each rule from them:
 
 - ``fused map, pool P`` (OneNIP): the maximum of the fused map after a P x P average pooling (16: as trained);
-- ``fused map`` (PNPT): its maximum, as trained;
+- ``fused map`` (PNPT): its maximum, as trained; ``fused map, memory_weight w'``: the same map with another weight;
 - ``fused scores``: ``(1 - w) score(S_net) + w s max(S_mem) / m_c``: each map scored its own way (the network's
   rule; PatchCore's largest patch distance), then fused as the maps are;
 - ``memory alone`` and ``network alone``;
@@ -143,7 +143,9 @@ def rules_of(model: Any, prior_normal_scale: float | None) -> dict[str, Any]:
     generator = model.model.anomaly_map_generator
     pool = 1 if is_pnpt(model) else generator.score_pool
 
-    def fused(found: dict[str, torch.Tensor], size: torch.Size, side: int = pool) -> tuple[torch.Tensor, torch.Tensor]:
+    def fused(
+        found: dict[str, torch.Tensor], size: torch.Size, side: int = pool, weight: float = weight
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         anomaly_map = (1 - weight) * found["network"] + weight * memory_map(model, found["memory"], size)
         return anomaly_map, pooled_max(anomaly_map, side)
 
@@ -162,6 +164,8 @@ def rules_of(model: Any, prior_normal_scale: float | None) -> dict[str, Any]:
     if not is_pnpt(model):
         for side in (8, 1):
             rules[f"fused map, pool {side}"] = lambda found, size, side=side: fused(found, size, side)
+    for other in (0.25, 0.75):
+        rules[f"fused map, memory_weight {other}"] = lambda found, size, other=other: fused(found, size, weight=other)
     rules["fused scores (memory's largest patch)"] = fused_scores
     rules["memory alone (largest patch)"] = memory_alone
     rules["network alone"] = network_alone
