@@ -15,6 +15,8 @@ PNPT smooths ``S_mem`` with Eq. 8's Gaussian first). This script computes, once 
 - PNPT only, ``prior + memory``: the class-mean prior's own map (Eq. 8 with ``F_fuse* = F_prior``, no transformer)
   fused with the memory in the same way, on the prior map's own normal scale (its largest value on the same
   normal training images as ``s``). Does the transformer add to the memory more than its prior does?
+- ``fused map, per-class network scale``: ``S_net`` divided by its own class's largest normal training value
+  ``s_c`` (times ``s``) before the fusion, as ``S_mem`` is by ``m_c``: each class's two maps on their own range.
 
 Image AUROC per class (exact) and pixel AUROC per class (on maps and masks average-pooled 4 x 4, an approximation
 of the harness's full-resolution figure). The memories are built from the training images
@@ -94,10 +96,21 @@ def pooled_max(anomaly_map: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prior_scale(model: Any, datamodule: MultiClassMVTecAD) -> float:
-    """The prior map's largest value on the normal training images the model's own ``s`` is measured on."""
+def normal_maxima(model: Any, datamodule: MultiClassMVTecAD) -> dict[str, torch.Tensor]:
+    """Each map's largest value per class ``(C,)`` on the training images the model's ``s`` is measured on.
+
+    ``network``, and for PNPT ``prior``.
+    """
     images = pool_dataloader(datamodule.train_dataloader(), limit=model.calibration_images)
-    return max(float(maps_of(model, batch)["prior"].amax()) for batch, *_ in preprocessed_batches(images, model))
+    maxima: dict[str, torch.Tensor] = {}
+    for batch, class_ids, _ in preprocessed_batches(images, model):
+        found = maps_of(model, batch)
+        for name in ("network", "prior"):
+            if name in found:
+                largest = maxima.setdefault(name, torch.zeros(len(datamodule.categories)))
+                per_image = found[name].flatten(1).amax(dim=1)
+                largest.scatter_reduce_(0, class_ids, per_image, reduce="amax")
+    return maxima
 
 
 @torch.no_grad()
@@ -137,8 +150,8 @@ def evaluate(model: Any, datamodule: MultiClassMVTecAD, rules: dict[str, Any]) -
     return rows
 
 
-def rules_of(model: Any, prior_normal_scale: float | None) -> dict[str, Any]:
-    """The scoring rules of the model (module docstring)."""
+def rules_of(model: Any, maxima: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The scoring rules of the model (module docstring); ``maxima``: :func:`normal_maxima`."""
     weight = model.model.memory_weight
     generator = model.model.anomaly_map_generator
     pool = 1 if is_pnpt(model) else generator.score_pool
@@ -169,12 +182,19 @@ def rules_of(model: Any, prior_normal_scale: float | None) -> dict[str, Any]:
     rules["fused scores (memory's largest patch)"] = fused_scores
     rules["memory alone (largest patch)"] = memory_alone
     rules["network alone"] = network_alone
-    if prior_normal_scale is not None:
-        network_scale = float(generator.normal_scale)
+    network_scale = float(generator.normal_scale if is_pnpt(model) else generator.refiner_scale)
+
+    def per_class_scale(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        # Both maps on their own class's normal range: S_net * s / s_c, s_c its largest normal value in the class.
+        own_scale = network_scale / maxima["network"][found["class_ids"]].view(-1, 1, 1, 1)
+        return fused({**found, "network": found["network"] * own_scale}, size)
+
+    rules["fused map, per-class network scale"] = per_class_scale
+    if "prior" in maxima:
 
         def prior_and_memory(found: dict[str, torch.Tensor], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
             # The prior's map on the network's scale, so that the memory's term weighs as much as in the model.
-            prior = found["prior"] * network_scale / prior_normal_scale
+            prior = found["prior"] * network_scale / float(maxima["prior"].max())
             anomaly_map = (1 - weight) * prior + weight * memory_map(model, found["memory"], size)
             return anomaly_map, pooled_max(anomaly_map, 1)
 
@@ -201,12 +221,14 @@ def main() -> None:
     datamodule.setup()
     if args.rebuild_memory or model.model.class_memory.patches.numel() == 0:
         model.fill_class_memory(datamodule)
-    prior_normal_scale = prior_scale(model, datamodule) if is_pnpt(model) else None
-    frame = pd.DataFrame(evaluate(model, datamodule, rules_of(model, prior_normal_scale)))
+    maxima = normal_maxima(model, datamodule)
+    frame = pd.DataFrame(evaluate(model, datamodule, rules_of(model, maxima)))
     print(frame.to_string(index=False), flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.output / "results.csv", index=False)
-    scales = f"; the prior map's normal scale {prior_normal_scale:.4f}" if prior_normal_scale is not None else ""
+    scales = "; largest normal training values per class: " + ", ".join(
+        f"{name} {[round(v, 4) for v in values.tolist()]}" for name, values in maxima.items()
+    )
     (args.output / "results.md").write_text(
         f"Command: `{command_line()}`\n\nCheckpoint: `{args.checkpoint}`\n\nAUROC (%), pixel AUROC on {PIXEL_POOL}x"
         f"{PIXEL_POOL}-pooled maps{scales}; {time.perf_counter() - start:.0f} s\n\n{frame.to_markdown(index=False)}\n"
