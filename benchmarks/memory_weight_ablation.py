@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory of all images (held-out ones added once m_c is measured)": {"memory_all_images": True},
     "memory of all images and memory_weight 1": {"memory_all_images": True, "memory_weight": 1.0},
     "memory of all images and memory_weight 0": {"memory_all_images": True, "memory_weight": 0.0},
+    "memory of all images and memory_weight 0.75": {"memory_all_images": True, "memory_weight": 0.75},
     "memory stride 16 of all stages and coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,
