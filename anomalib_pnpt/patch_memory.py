@@ -17,7 +17,8 @@ with its own class's rows only (the others are pushed out of reach).
 A memory can also serve a class the network trained on, beside the network's own map (OneNIP's ``memory_weight``).
 Two maps can only be added on one scale, so such a class keeps some of its normal images out of its memory and
 records how far they lie from it (:attr:`ClassPatchMemory.normal_scales`): the memory's distance on normal images
-of that class, measured on images it does not contain, as a test image is.
+of that class, measured on images it does not contain, as a test image is. Once measured, those images may join the
+memory (``keep_held_out``), so that it holds all the class's images, as PatchCore's does.
 
 Example:
     >>> import torch
