@@ -250,7 +250,8 @@ class ClassPatchMemory(nn.Module):
 
         The same result as the exported graph's search with a third of its work when there are three classes.
         """
-        nearest = torch.empty_like(local_features)
+        # The memory's dtype, as the masked search returns (under autocast the queries may be bfloat16).
+        nearest = local_features.new_empty(local_features.shape, dtype=self.patches.dtype)
         for class_id in class_ids.unique().tolist():
             images = class_ids == class_id
             rows = self.patch_classes == class_id
