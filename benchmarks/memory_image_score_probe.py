@@ -203,6 +203,26 @@ def rules_of(model: Any, maxima: dict[str, torch.Tensor]) -> dict[str, Any]:
     return rules
 
 
+def fused_model_and_data(checkpoint: Path, root: Path, rebuild_memory: bool) -> tuple[Any, MultiClassMVTecAD]:
+    """The checkpoint's model with every class's memory, and the datamodule of its classes (set up).
+
+    Args:
+        checkpoint: A OneNip or Pnpt checkpoint with ``memory_weight > 0``.
+        root: The dataset root.
+        rebuild_memory: Rebuild the memories from all training images even if the checkpoint holds them (it always
+            does when it holds none); the validation images stay out of them.
+    """
+    model, saved = load_checkpoint_model(checkpoint, memory_all_images=True)
+    categories = saved.get("prompt_categories") or model.prompt_categories
+    datamodule = MultiClassMVTecAD(
+        root=root, categories=categories, train_batch_size=16, eval_batch_size=16, num_workers=2
+    )
+    datamodule.setup()
+    if rebuild_memory or model.model.class_memory.patches.numel() == 0:
+        model.fill_class_memory(datamodule)
+    return model, datamodule
+
+
 def main() -> None:
     """Score every rule and write ``results.{csv,md}``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -213,14 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     start = time.perf_counter()
-    model, checkpoint = load_checkpoint_model(args.checkpoint, memory_all_images=True)
-    categories = checkpoint.get("prompt_categories") or model.prompt_categories
-    datamodule = MultiClassMVTecAD(
-        root=args.root, categories=categories, train_batch_size=16, eval_batch_size=16, num_workers=2
-    )
-    datamodule.setup()
-    if args.rebuild_memory or model.model.class_memory.patches.numel() == 0:
-        model.fill_class_memory(datamodule)
+    model, datamodule = fused_model_and_data(args.checkpoint, args.root, args.rebuild_memory)
     maxima = normal_maxima(model, datamodule)
     frame = pd.DataFrame(evaluate(model, datamodule, rules_of(model, maxima)))
     print(frame.to_string(index=False), flush=True)

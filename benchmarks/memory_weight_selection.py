@@ -28,11 +28,9 @@ from typing import Any
 import pandas as pd
 import torch
 from invocation import command_line, data_root
-from memory_image_score_probe import is_pnpt, maps_of, memory_map, pooled_max
+from memory_image_score_probe import fused_model_and_data, is_pnpt, maps_of, memory_map, pooled_max
 from sklearn.metrics import roc_auc_score
 
-from anomalib_pnpt.class_commands import load_checkpoint_model
-from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.pre_processing import backbone_normalization
 
@@ -60,14 +58,8 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     start = time.perf_counter()
-    model, checkpoint = load_checkpoint_model(args.checkpoint, memory_all_images=True)
-    categories = checkpoint.get("prompt_categories") or model.prompt_categories
-    datamodule = MultiClassMVTecAD(
-        root=args.root, categories=categories, train_batch_size=16, eval_batch_size=16, num_workers=2
-    )
-    datamodule.setup()
-    if args.rebuild_memory or model.model.class_memory.patches.numel() == 0:
-        model.fill_class_memory(datamodule)  # from the training images: the validation images are not in it
+    model, datamodule = fused_model_and_data(args.checkpoint, args.root, args.rebuild_memory)
+    categories = datamodule.categories
     mean, std = backbone_normalization(model.hparams["backbone"])
     generator = SyntheticAnomalyGenerator(texture_dir=args.texture_dir, mean=mean, std=std)
     normal, defective, classes = [], [], []
