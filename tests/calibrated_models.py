@@ -70,6 +70,23 @@ def brute_force_memory_distance(net: torch.nn.Module, images: torch.Tensor, clas
     return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
 
 
+def assert_held_out_images_joined_the_memory(held_apart: torch.nn.Module, all_images: torch.nn.Module) -> None:
+    """``all_images`` (``memory_all_images=True``) holds both images of each class, scaled as ``held_apart`` is.
+
+    Both are :func:`calibrated_model` s of the same kind with a fused memory at sampling ratio 1, ``held_apart`` with
+    every class's first image held out of its memory.
+    """
+    net = all_images.model
+    assert net.class_memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
+    scales = held_apart.model.class_memory.normal_scales
+    assert torch.allclose(net.class_memory.normal_scales, scales)  # measured before they joined
+    images = held_apart.pre_processor.transform(class_images([0, 1, 2]))
+    with torch.no_grad():
+        for class_id in range(3):  # the held-out image is in the memory now
+            distance = brute_force_memory_distance(net, images[class_id : class_id + 1], class_id)
+            assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
+
+
 def assert_openvino_export_scores_as_torch(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> None:
     """Export ``model`` to OpenVINO (FP32) and check that it gives the torch model's score for every image."""
     from anomalib.engine import Engine

@@ -13,6 +13,7 @@ import torch
 from anomalib_pnpt import Pnpt
 from tests.calibrated_models import (
     MODELS,
+    assert_held_out_images_joined_the_memory,
     assert_openvino_export_scores_as_torch,
     brute_force_memory_distance,
     calibrated_model,
@@ -37,16 +38,7 @@ def test_the_pool_gives_every_trained_class_a_memory_with_held_out_images_to_sca
 
 
 def test_memory_all_images_takes_the_held_out_images_in_once_they_have_scaled_it() -> None:
-    held_apart = _fused_model()
-    net = _fused_model(memory_all_images=True).model
-    assert net.class_memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
-    scales = held_apart.model.class_memory.normal_scales
-    assert torch.allclose(net.class_memory.normal_scales, scales)  # measured before they joined
-    images = held_apart.pre_processor.transform(class_images([0, 1, 2]))
-    with torch.no_grad():
-        for class_id in range(3):  # the held-out image is in the memory now
-            distance = brute_force_memory_distance(net, images[class_id : class_id + 1], class_id)
-            assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
+    assert_held_out_images_joined_the_memory(_fused_model(), _fused_model(memory_all_images=True))
 
 
 @pytest.mark.parametrize("memory_aggregation", ["joined", "per_layer"])
