@@ -11,11 +11,17 @@ the image AUROC per class of normal against defective copies, and its mean. It p
 (the largest mean image AUROC; ties go to the smaller ``w``); the test set is not read.
 
 Caveat: OneNIP's network (its refiner) was trained on these very kinds of synthetic defects, so for OneNIP the
-choice leans to the network.
+choice leans to the network; CutPaste moves the image's own normal patches, which the memory cannot see by
+construction. ``--defects unseen`` uses defects neither model trained on instead (``unseen_defects.py``: scratches,
+stains, holes), ``--copies`` of each validation image.
+
+The rule, fixed before it was first run (stop 26) and used for both models' configs from then on: ``--defects unseen
+--copies 4``; per class the image AUROC of the validation images against all their copies; the chosen ``w`` has the
+largest mean over the classes; ties go to the smaller ``w``.
 
 Usage:
     python benchmarks/memory_weight_selection.py --checkpoint <OneNip or Pnpt model.ckpt with memory_weight > 0> \
-        --output <dir> [--root DIR] [--texture_dir DIR] [--rebuild_memory]
+        --output <dir> [--root DIR] [--texture_dir DIR] [--rebuild_memory] [--defects unseen --copies 4]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from invocation import command_line, data_root
 from memory_image_score_probe import fused_model_and_data, is_pnpt, maps_of, memory_map, pooled_max
 from sklearn.metrics import roc_auc_score
+from unseen_defects import UnseenDefects
 
 from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.pre_processing import backbone_normalization
@@ -54,6 +61,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=data_root(__file__) / "industrial")
     parser.add_argument("--texture_dir", type=Path, default=data_root(__file__) / "dtd")
     parser.add_argument("--rebuild_memory", action="store_true", help="rebuild the memories of all training images")
+    parser.add_argument("--defects", choices=("training", "unseen"), default="training")
+    parser.add_argument("--copies", type=int, default=1, help="defective copies of each validation image")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -61,13 +70,16 @@ def main() -> None:
     model, datamodule = fused_model_and_data(args.checkpoint, args.root, args.rebuild_memory)
     categories = datamodule.categories
     mean, std = backbone_normalization(model.hparams["backbone"])
-    generator = SyntheticAnomalyGenerator(texture_dir=args.texture_dir, mean=mean, std=std)
+    if args.defects == "unseen":
+        generator = UnseenDefects(mean=mean, std=std, seed=0)
+    else:
+        training_generator = SyntheticAnomalyGenerator(texture_dir=args.texture_dir, mean=mean, std=std)
+        generator = lambda images: training_generator(images)[0]  # noqa: E731
     normal, defective, classes = [], [], []
     for batch in datamodule.val_dataloader():
         images = model.pre_processor.transform(batch.image)
-        synthetic, _ = generator(images)
         normal.append(scores_per_weight(model, images))
-        defective.append(scores_per_weight(model, synthetic))
+        defective.append(torch.stack([scores_per_weight(model, generator(images)) for _ in range(args.copies)], 2))
         classes.append(batch.category_id.long())
     normal_scores, defective_scores, category = torch.cat(normal, 1), torch.cat(defective, 1), torch.cat(classes)
     rows = []
@@ -75,8 +87,8 @@ def main() -> None:
         row: dict[str, Any] = {"memory_weight": weight}
         for class_id, name in enumerate(categories):
             chosen = category == class_id
-            scores = torch.cat([normal_scores[index, chosen], defective_scores[index, chosen]])
-            labels = [0] * int(chosen.sum()) + [1] * int(chosen.sum())
+            scores = torch.cat([normal_scores[index, chosen], defective_scores[index, chosen].flatten()])
+            labels = [0] * int(chosen.sum()) + [1] * int(chosen.sum()) * args.copies
             row[name] = round(100 * roc_auc_score(labels, scores.numpy()), 2)
         row["mean"] = round(sum(row[name] for name in categories) / len(categories), 2)
         rows.append(row)
@@ -88,8 +100,9 @@ def main() -> None:
     counts = ", ".join(f"{name} {int((category == i).sum())}" for i, name in enumerate(categories))
     (args.output / "results.md").write_text(
         f"Command: `{command_line()}`\n\nCheckpoint: `{args.checkpoint}`\n\nImage AUROC (%) of the validation images "
-        f"({counts}) against their synthetic-defect copies; {time.perf_counter() - start:.0f} s. Chosen "
-        f"memory_weight: **{chosen_weight}**\n\n{frame.to_markdown(index=False)}\n"
+        f"({counts}) against {args.copies} synthetic-defect copies of each ({args.defects} defects); "
+        f"{time.perf_counter() - start:.0f} s. Chosen memory_weight: **{chosen_weight}**\n\n"
+        f"{frame.to_markdown(index=False)}\n"
     )
 
 
