@@ -104,6 +104,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
         memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
             again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
+        prior_residual: See :class:`PnptModel` (not in the paper: ``False``).
         calibration_images: Normal training images on which the map's normal scale is measured
             (``memory_weight > 0``; :mod:`~anomalib_pnpt.normal_scale`).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
@@ -157,6 +158,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_aggregation: str = "joined",
         memory_holdout: int = 10,
         memory_all_images: bool = False,
+        prior_residual: bool = False,
         calibration_images: int = 256,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,

@@ -80,6 +80,10 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             being the largest Eq. 8 map value on normal training images (``PnptAnomalyMap.normal_scale``). The
             memory's map is smoothed by the map's Gaussian before it is added.
         memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+        prior_residual: Both streams reconstruct their correction to the retrieved prior,
+            ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
+            exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, Eq. 6
+            reconstructs ``F*`` from HPE^-1 alone). Needs ``use_prior``.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -112,8 +116,13 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         memory_stride: int = 16,
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
+        prior_residual: bool = False,
     ) -> None:
         super().__init__()
+        if prior_residual and not use_prior:
+            msg = "prior_residual=True needs use_prior=True: without a prior there is nothing to correct."
+            raise ValueError(msg)
+        self.prior_residual = prior_residual
         self.untrained_class_scoring = validate_untrained_class_scoring(untrained_class_scoring)
         layers = list(layers) if use_hpe else [list(layers)[-1]]
         self.use_prior = use_prior
@@ -141,6 +150,10 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             scale_projection=scale_projection,
             noise_target=noise_target,
         )
+        if prior_residual:  # the network starts as its prior: a zero correction
+            for layer in self.hpe.inverse_projections:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         ffn_dim = ffn_dim or 4 * hidden_dim
         self.semantic_tokens = nn.Parameter(torch.zeros(1, num_semantic_tokens, hidden_dim))
         nn.init.trunc_normal_(self.semantic_tokens, std=0.02)
@@ -197,7 +210,11 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
                     both = cscd(torch.cat([own, prior_tokens]), torch.cat([condition, condition]))
                     own, prior_tokens = both.unflatten(0, (2, -1))  # unflatten, not chunk: keeps batch dynamic
         prior_reconstruction = self.hpe.inverse(prior_tokens, grid) if prior_tokens is not None else None
-        return prior_reconstruction, self.hpe.inverse(own, grid)
+        self_reconstruction = self.hpe.inverse(own, grid)
+        if self.prior_residual and prior is not None and prior_reconstruction is not None:
+            prior_reconstruction = [base + change for base, change in zip(prior, prior_reconstruction, strict=True)]
+            self_reconstruction = [base + change for base, change in zip(prior, self_reconstruction, strict=True)]
+        return prior_reconstruction, self_reconstruction
 
     def training_loss(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Reconstruction loss (Eq. 7) of a batch of training features."""

@@ -192,3 +192,37 @@ def test_without_hpe_one_backbone_level_single_patches() -> None:
     images = model.pre_processor.transform(torch.rand(2, 3, 128, 128))
     model.build_prompt_pool([(images, torch.tensor([0, 1]), ["a", "b"])], num_classes=2)
     assert model.eval().model(images).anomaly_map.shape == (2, 1, 128, 128)
+
+
+def test_prior_residual_starts_as_the_prior_and_training_corrects_it() -> None:
+    """With ``prior_residual`` the untrained network's map is exactly the prior's Eq. 8 map (a zero correction);
+    a training step moves it off the prior. Without it, the untrained network's map is not the prior's."""
+    maps = {}
+    for residual in (True, False):
+        torch.manual_seed(0)
+        model = Pnpt(**SMALL, pre_trained=False, prior_residual=residual)
+        images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
+        model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
+        net = model.model.eval()
+        with torch.no_grad():
+            features = net.extract_features(images)
+            prior = net.retrieve_prior(features).prompts
+            prior_map = net.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])[0]
+            maps[residual] = net(images).anomaly_map
+        assert torch.allclose(maps[residual], prior_map, atol=1e-5) == residual
+    torch.manual_seed(0)
+    model = Pnpt(**SMALL, pre_trained=False, prior_residual=True)
+    model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
+    optimizer = torch.optim.SGD(model.model.parameters(), lr=0.1)
+    for _ in range(2):  # the first step moves HPE^-1 off zero, the second the layers before it
+        model.model.train()
+        model.model.training_loss(model.model.extract_features(images)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        assert not torch.allclose(model.model.eval()(images).anomaly_map, maps[True], atol=1e-5)
+
+
+def test_prior_residual_needs_a_prior() -> None:
+    with pytest.raises(ValueError, match="needs use_prior"):
+        Pnpt(**SMALL, pre_trained=False, prior_residual=True, use_prior=False)
