@@ -82,8 +82,8 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
         prior_residual: Both streams reconstruct their correction to the retrieved prior,
             ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
-            exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, Eq. 6
-            reconstructs ``F*`` from HPE^-1 alone). Needs ``use_prior``.
+            exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, HPE^-1's
+            output is ``F*`` itself). Needs ``use_prior``.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
