@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -59,11 +60,12 @@ class UnseenDefects:
         y, x = torch.meshgrid(grid, grid, indexing="ij")
         cy, cx = self._uniform(0.2, 0.8) * size, self._uniform(0.2, 0.8) * size
         if kind == "scratch":
-            angle = self._uniform(0, torch.pi)
+            angle = self._uniform(0, math.pi)
             half_length = self._uniform(0.05, 0.175) * size
             half_width = self._uniform(0.005, 0.015) * size + 0.5
-            along = (x - cx) * torch.cos(torch.tensor(angle)) + (y - cy) * torch.sin(torch.tensor(angle))
-            across = -(x - cx) * torch.sin(torch.tensor(angle)) + (y - cy) * torch.cos(torch.tensor(angle))
+            cos, sin = math.cos(angle), math.sin(angle)
+            along = (x - cx) * cos + (y - cy) * sin
+            across = -(x - cx) * sin + (y - cy) * cos
             return ((along.abs() <= half_length) & (across.abs() <= half_width)).float()
         if kind == "stain":
             ry, rx = self._uniform(0.04, 0.12) * size, self._uniform(0.04, 0.12) * size

@@ -211,7 +211,7 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
                     own, prior_tokens = both.unflatten(0, (2, -1))  # unflatten, not chunk: keeps batch dynamic
         prior_reconstruction = self.hpe.inverse(prior_tokens, grid) if prior_tokens is not None else None
         self_reconstruction = self.hpe.inverse(own, grid)
-        if self.prior_residual and prior is not None and prior_reconstruction is not None:
+        if self.prior_residual and prior is not None:  # prior_residual needs use_prior: both streams then exist
             prior_reconstruction = [base + change for base, change in zip(prior, prior_reconstruction, strict=True)]
             self_reconstruction = [base + change for base, change in zip(prior, self_reconstruction, strict=True)]
         return prior_reconstruction, self_reconstruction
