@@ -76,8 +76,16 @@ class UnseenDefects:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Defective copies ``(B, 3, H, W)`` of normalised square images ``(B, 3, H, W)``."""
+        return self.copies_and_masks(images)[0]
+
+    def copies_and_masks(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Defective copies ``(B, 3, H, W)`` and their defects' masks ``(B, H, W)`` (bool).
+
+        A pixel is defective where the soft mask is at least 0.5 (a stain's soft edge beyond it is not).
+        The copies are the same as :meth:`__call__`'s for the same seed.
+        """
         pixels = images.cpu() * self.std + self.mean
-        outputs = []
+        outputs, masks = [], []
         for image in pixels:
             kind = KINDS[int(torch.randint(len(KINDS), (1,), generator=self.random))]
             mask = self._mask(kind, image.shape[-1])
@@ -91,4 +99,5 @@ class UnseenDefects:
             else:
                 target = image * self._uniform(0.2, 0.5)
             outputs.append((1 - mask) * image + mask * target)
-        return ((torch.stack(outputs) - self.mean) / self.std).to(images.device)
+            masks.append(mask >= 0.5)
+        return ((torch.stack(outputs) - self.mean) / self.std).to(images.device), torch.stack(masks).to(images.device)
