@@ -15,6 +15,11 @@ of that class held out of the memory (``m_c``, :attr:`~anomalib_pnpt.patch_memor
 and brought to the network's normal range ``s`` (the largest ``S_net`` on normal training images, calibrated by
 the model). ``w = 0`` is the paper's model.
 
+The image score may take its own weight ``w_s`` (``memory_score_weight``; by default ``w``): the score is the
+model's image score of ``(1 - w_s) S_net + w_s * s * S_mem / m_c`` while the map stays at ``w``. Image and pixel
+figures need not want the same mix: the memory alone decides best whether an image is defective while the
+networks' maps add to the defects' outlines (``benchmarks/results/README.md``, sessions 25-27).
+
 Two owners share the work:
 - :class:`MemoryFusedNetwork`, mixed into a torch model with a ``feature_extractor``: the memory's settings and
   buffers, its features (``memory_layers`` at ``memory_stride``, from the network's own backbone pass), its map and
@@ -70,6 +75,8 @@ class MemoryFusedNetwork:
             at 8 (Lite2 stages 2-3 at stride 8: magnetic_tile image AUROC 96.8 against 93.8 at 16,
             ``benchmarks/patch_memory_stride_probe.py``).
         memory_weight: ``w`` of the fused map (0: the network alone, the paper).
+        memory_score_weight: ``w_s`` of the map the image score is taken from (``None``: ``memory_weight``); only
+            with ``memory_weight > 0`` (the memory is built only then).
         memory_aggregation: How a memory patch vector takes in its neighbourhood (3 x 3 mean): ``"per_layer"``, as
             PatchCore, on each backbone map at its own resolution before the maps are resized (a stride-16 map's
             neighbourhood spans 48 px), or ``"joined"``, on the maps resized and joined (the default, which
@@ -79,7 +86,7 @@ class MemoryFusedNetwork:
     feature_extractor: Any
     prompt_pool: Any
 
-    def init_class_memory(
+    def init_class_memory(  # noqa: PLR0913  (the memory's settings, each documented once, here)
         self,
         out_channels: Sequence[int],
         image_size: int | None,
@@ -88,6 +95,7 @@ class MemoryFusedNetwork:
         memory_weight: float = 0.0,
         memory_sampling_ratio: float = 0.1,
         memory_aggregation: str = "joined",
+        memory_score_weight: float | None = None,
     ) -> None:
         """Check the settings and make the (empty) ``class_memory``; call after ``nn.Module.__init__``.
 
@@ -99,6 +107,7 @@ class MemoryFusedNetwork:
             memory_weight: See the class docstring.
             memory_sampling_ratio: See the class docstring.
             memory_aggregation: See the class docstring.
+            memory_score_weight: See the class docstring.
         """
         num_layers = len(out_channels)
         chosen = list(range(num_layers)) if memory_layers is None else list(memory_layers)
@@ -111,12 +120,19 @@ class MemoryFusedNetwork:
         if not 0 <= memory_weight <= 1:
             msg = f"memory_weight must be in [0, 1], got {memory_weight}."
             raise ValueError(msg)
+        if memory_score_weight is not None and not 0 <= memory_score_weight <= 1:
+            msg = f"memory_score_weight must be in [0, 1] or None, got {memory_score_weight}."
+            raise ValueError(msg)
+        if memory_weight == 0 and memory_score_weight:
+            msg = "memory_score_weight > 0 needs memory_weight > 0: the patch memory is built only then."
+            raise ValueError(msg)
         if memory_aggregation not in MEMORY_AGGREGATIONS:
             msg = f"memory_aggregation must be one of {MEMORY_AGGREGATIONS}, got {memory_aggregation!r}."
             raise ValueError(msg)
         self.memory_layers = chosen
         self.memory_stride = memory_stride
         self.memory_weight = memory_weight
+        self.memory_score_weight = memory_weight if memory_score_weight is None else memory_score_weight
         self.memory_features_dim = sum(out_channels[i] for i in chosen)
         self.class_memory = ClassPatchMemory(
             sampling_ratio=memory_sampling_ratio, per_layer=memory_aggregation == "per_layer"
@@ -146,22 +162,28 @@ class MemoryFusedNetwork:
         memory_map: torch.Tensor,
         class_ids: torch.Tensor,
         network_scale: torch.Tensor | float,
-    ) -> torch.Tensor:
-        """``S = (1 - w) S_net + w * s * S_mem / m_c`` (module docstring), ``(B, 1, H, W)``.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``S = (1 - w) S_net + w * s * S_mem / m_c`` and the map the image score is taken from (at ``w_s``).
 
         Args:
             anomaly_map: The network's map ``S_net``.
             memory_map: :meth:`memory_map` of the same images.
             class_ids: ``(B,)`` their retrieved classes.
             network_scale: ``s``, the network's largest map value on normal training images.
+
+        Returns:
+            ``(fused map, map to score)``, each ``(B, 1, H, W)``; the same tensor when ``w_s = w``.
         """
         # Against the pool's class count, not the batch's classes: a data-dependent check would not export.
         if len(self.class_memory.normal_scales) < self.prompt_pool.num_classes:
             msg = "memory_weight > 0 needs every class's patch memory: fill_class_memory(datamodule) builds them."
             raise RuntimeError(msg)
-        scale = network_scale / self.class_memory.normal_scales[class_ids]
-        weight = self.memory_weight
-        return (1 - weight) * anomaly_map + weight * scale.view(-1, 1, 1, 1) * memory_map
+        scaled_memory = (network_scale / self.class_memory.normal_scales[class_ids]).view(-1, 1, 1, 1) * memory_map
+        fused = (1 - self.memory_weight) * anomaly_map + self.memory_weight * scaled_memory
+        if self.memory_score_weight == self.memory_weight:
+            return fused, fused
+        score_weight = self.memory_score_weight
+        return fused, (1 - score_weight) * anomaly_map + score_weight * scaled_memory
 
 
 class ClassFeatures:

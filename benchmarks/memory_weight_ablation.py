@@ -13,6 +13,8 @@ training) and tests, with the harness's per-class metrics:
 - ``memory per-layer`` / ``joined aggregation``: each map's 3x3 mean before joining (PatchCore's order) or after;
 - ``memory of all images``: the memory made again from all of a class's images once ``m_c`` is measured on the
   held-out ones (``memory_all_images``), alone (``memory_weight 1``) and fused;
+- ``map weight ... and score weight 1``: the image score from the memory alone (``memory_score_weight`` 1), the map
+  fused at the given ``memory_weight``;
 - ``memory stride 16``: the memory of all of the network's stages at stride 16 (coreset 0.1), OneNIP's first one.
 
 Usage:
@@ -52,6 +54,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory of all images and memory_weight 1": {"memory_all_images": True, "memory_weight": 1.0},
     "memory of all images and memory_weight 0": {"memory_all_images": True, "memory_weight": 0.0},
     "memory of all images and memory_weight 0.75": {"memory_all_images": True, "memory_weight": 0.75},
+    "memory of all images and map weight 0.25 and score weight 1": {
+        "memory_all_images": True,
+        "memory_weight": 0.25,
+        "memory_score_weight": 1.0,
+    },
+    "memory of all images and map weight 0.5 and score weight 1": {
+        "memory_all_images": True,
+        "memory_weight": 0.5,
+        "memory_score_weight": 1.0,
+    },
+    "memory of all images and map weight 0.75 and score weight 1": {
+        "memory_all_images": True,
+        "memory_weight": 0.75,
+        "memory_score_weight": 1.0,
+    },
     "memory stride 16 of all stages and coreset 0.1": {
         "memory_stride": 16,
         "memory_layers": None,

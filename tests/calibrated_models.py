@@ -87,6 +87,22 @@ def assert_held_out_images_joined_the_memory(held_apart: torch.nn.Module, all_im
             assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
 
 
+def assert_the_score_takes_its_own_memory_weight(
+    fused: torch.nn.Module, score_from_memory: torch.nn.Module, memory_alone: torch.nn.Module
+) -> None:
+    """``score_from_memory`` (``memory_score_weight`` 1) maps as ``fused`` and scores as ``memory_alone`` (w 1).
+
+    The three are the same model but for those settings, their memories built from the same images.
+    """
+    images = fused.pre_processor.transform(class_images([0, 1, 2], seed=3))
+    with torch.no_grad():
+        plain, split, memory = (model.model.predict(images)[0] for model in (fused, score_from_memory, memory_alone))
+    assert torch.allclose(split.anomaly_map, plain.anomaly_map)
+    assert not torch.allclose(split.anomaly_map, memory.anomaly_map)
+    assert torch.allclose(split.pred_score, memory.pred_score)
+    assert not torch.allclose(split.pred_score, plain.pred_score)
+
+
 def assert_openvino_export_scores_as_torch(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> None:
     """Export ``model`` to OpenVINO (FP32) and check that it gives the torch model's score for every image."""
     from anomalib.engine import Engine

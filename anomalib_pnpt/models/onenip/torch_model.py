@@ -109,6 +109,8 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             ``S = (1 - w) S_OneNIP + w * s * S_mem / m_c``, ``s`` being the refiner scale (the largest ``S_rec`` on
             normal training images). Each trained class's memory is built when the prompt pool is.
         memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+        memory_score_weight: Weight of the memory's map in the map the image score is taken from (``None``: the
+            ``memory_weight``); see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -143,6 +145,7 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         memory_stride: int = 16,
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
+        memory_score_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.untrained_class_scoring = validate_untrained_class_scoring(
@@ -171,6 +174,7 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             memory_weight=memory_weight,
             memory_sampling_ratio=memory_sampling_ratio,
             memory_aggregation=memory_aggregation,
+            memory_score_weight=memory_score_weight,
         )
         self.prompt_mode = prompt_mode
         self.prompts_per_class = prompts_per_class
@@ -396,8 +400,8 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         if self.memory_weight > 0:
             # s: the refiner scale, the largest S_rec on normal training images (see memory_weight).
             network_scale = self.anomaly_map_generator.refiner_scale
-            anomaly_map = self.fused_with_memory(anomaly_map, memory_map, class_ids, network_scale)
-            score = self.anomaly_map_generator.image_score(anomaly_map)
+            anomaly_map, scored = self.fused_with_memory(anomaly_map, memory_map, class_ids, network_scale)
+            score = self.anomaly_map_generator.image_score(scored)
         if route:
             # A class the network never trained on: the distance to the nearest normal patches of the class (its
             # memory's, or its prompt images'), no refiner.

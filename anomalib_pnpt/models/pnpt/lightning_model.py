@@ -101,6 +101,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             class's patch memory is built with the prompt pool, from its training images (their cached backbone
             maps); every ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
         memory_aggregation: See :class:`PnptModel`.
+        memory_score_weight: See :class:`PnptModel` (not in the paper; ``None``: ``memory_weight``).
         memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
         memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
             again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
@@ -156,6 +157,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_stride: int = 16,
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
+        memory_score_weight: float | None = None,
         memory_holdout: int = 10,
         memory_all_images: bool = False,
         prior_residual: bool = False,

@@ -80,6 +80,8 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             being the largest Eq. 8 map value on normal training images (``PnptAnomalyMap.normal_scale``). The
             memory's map is smoothed by the map's Gaussian before it is added.
         memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+        memory_score_weight: Weight of the memory's map in the map the image score is taken from (``None``: the
+            ``memory_weight``); see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
         prior_residual: Both streams reconstruct their correction to the retrieved prior,
             ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
             exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, HPE^-1's
@@ -116,6 +118,7 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         memory_stride: int = 16,
         memory_weight: float = 0.0,
         memory_aggregation: str = "joined",
+        memory_score_weight: float | None = None,
         prior_residual: bool = False,
     ) -> None:
         super().__init__()
@@ -140,6 +143,7 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             memory_weight=memory_weight,
             memory_sampling_ratio=memory_sampling_ratio,
             memory_aggregation=memory_aggregation,
+            memory_score_weight=memory_score_weight,
         )
         self.hpe = HierarchicalPatchEmbedding(
             self.feature_extractor.out_channels,
@@ -246,8 +250,9 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             memory_map = self.memory_map(self.memory_features(images, features), class_ids, images.shape[-2:])
             generator = self.anomaly_map_generator
             # Smoothed as Eq. 8's map is (PatchCore smooths its distances the same way).
-            fused = self.fused_with_memory(anomaly_map, generator.blur(memory_map), class_ids, generator.normal_scale)
-            anomaly_map, score = fused, generator.image_score(fused)
+            memory_map = generator.blur(memory_map)
+            anomaly_map, scored = self.fused_with_memory(anomaly_map, memory_map, class_ids, generator.normal_scale)
+            score = generator.image_score(scored)
         if self.untrained_class_scoring == "prompt" and self.prompt_pool.may_hold_untrained_classes():
             # A class the network never trained on: Eq. 8's distance to the retrieved prior itself.
             prompt_only = self.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])

@@ -14,6 +14,7 @@ from anomalib_pnpt import OneNip
 from tests.calibrated_models import (
     assert_held_out_images_joined_the_memory,
     assert_openvino_export_scores_as_torch,
+    assert_the_score_takes_its_own_memory_weight,
     brute_force_memory_distance,
     calibrated_model,
     class_images,
@@ -22,8 +23,8 @@ from tests.calibrated_models import (
 FUSED = {"memory_weight": 0.5, "memory_layers": [1, 2], "memory_stride": 8, "memory_sampling_ratio": 1.0}
 
 
-def _fused_model(memory_aggregation: str = "joined") -> OneNip:
-    model = calibrated_model("OneNip", **FUSED, memory_aggregation=memory_aggregation)
+def _fused_model(memory_aggregation: str = "joined", **overrides: object) -> OneNip:
+    model = calibrated_model("OneNip", **{**FUSED, **overrides}, memory_aggregation=memory_aggregation)
     model.model.anomaly_map_generator.refiner_scale.fill_(0.7)  # as calibration on training images would set it
     return model
 
@@ -77,6 +78,12 @@ def test_the_map_is_the_weighted_sum_of_the_network_and_the_scaled_memory(memory
     assert not torch.allclose(fused.pred_score, network.pred_score)
 
 
+def test_the_image_score_may_take_its_own_memory_weight() -> None:
+    assert_the_score_takes_its_own_memory_weight(
+        _fused_model(), _fused_model(memory_score_weight=1.0), _fused_model(memory_weight=1.0)
+    )
+
+
 def test_the_memory_survives_a_checkpoint_and_a_model_without_it_says_how_to_build_it() -> None:
     model = _fused_model()
     images = model.pre_processor.transform(class_images([0, 1, 2], seed=3))
@@ -96,6 +103,10 @@ def test_invalid_memory_settings_fail_clearly() -> None:
         calibrated_model("OneNip", memory_stride=24)
     with pytest.raises(ValueError, match="memory_weight"):
         calibrated_model("OneNip", memory_weight=1.5)
+    with pytest.raises(ValueError, match="memory_score_weight"):
+        calibrated_model("OneNip", memory_weight=0.5, memory_score_weight=1.5)
+    with pytest.raises(ValueError, match="memory_score_weight > 0 needs memory_weight > 0"):
+        calibrated_model("OneNip", memory_score_weight=1.0)
     with pytest.raises(ValueError, match="memory_aggregation"):
         calibrated_model("OneNip", memory_aggregation="mean")
 

@@ -15,6 +15,7 @@ from tests.calibrated_models import (
     MODELS,
     assert_held_out_images_joined_the_memory,
     assert_openvino_export_scores_as_torch,
+    assert_the_score_takes_its_own_memory_weight,
     brute_force_memory_distance,
     calibrated_model,
     class_images,
@@ -62,6 +63,12 @@ def test_the_map_is_eq8_plus_the_smoothed_memory_on_the_maps_normal_scale(memory
     assert torch.allclose(fused.anomaly_map, expected, atol=1e-4)
     assert torch.allclose(fused.pred_score, expected.flatten(1).amax(1), atol=1e-4)
     assert not torch.allclose(fused.pred_score, network.pred_score)
+
+
+def test_the_image_score_may_take_its_own_memory_weight() -> None:
+    assert_the_score_takes_its_own_memory_weight(
+        _fused_model(), _fused_model(memory_score_weight=1.0), _fused_model(memory_weight=1.0)
+    )
 
 
 def test_the_normal_scale_is_the_largest_eq8_value_on_normal_training_images() -> None:
