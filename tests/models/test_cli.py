@@ -48,7 +48,8 @@ MODELS = {
         # and the config's patch memory, which changes the map (what the checkpoint holds, not its arguments)
         {
             "preset": "cpu",
-            "memory_weight": "0.5",
+            "memory_weight": "0.25",
+            "memory_score_weight": "1",
             "memory_layers": "[2,3]",
             "memory_stride": "8",
             "memory_aggregation": "per_layer",
