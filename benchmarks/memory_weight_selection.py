@@ -92,8 +92,7 @@ def main() -> None:
     categories = datamodule.categories
     mean, std = backbone_normalization(model.hparams["backbone"])
     if args.defects == "unseen":
-        unseen = UnseenDefects(mean=mean, std=std, seed=0)
-        generator = unseen.copies_and_masks
+        generator = UnseenDefects(mean=mean, std=std, seed=0).copies_and_masks
     else:
         training_generator = SyntheticAnomalyGenerator(texture_dir=args.texture_dir, mean=mean, std=std)
         generator = lambda images: (training_generator(images)[0], None)  # noqa: E731  (no masks kept)
@@ -113,11 +112,11 @@ def main() -> None:
     # Each batch added its normal images, then its copies: every (copies + 1)-th chunk is normal.
     labels = torch.cat([torch.full((len(m),), int(index % (args.copies + 1) > 0)) for index, m in enumerate(masks)])
     pool = 1 if is_pnpt(model) else model.model.anomaly_map_generator.score_pool
+    pixel = args.defects == "unseen"  # the training generator's masks are not kept
     rows = []
     for weight in WEIGHTS:
         fused_maps = fused(all_maps, weight)
         scores = pooled_max(fused_maps, pool)
-        pixel = args.defects == "unseen"
         table, _ = evaluate_per_class(
             names, scores, labels, fused_maps[:, 0] if pixel else None, all_masks if pixel else None
         )
@@ -131,7 +130,7 @@ def main() -> None:
         rows.append(row)
     frame = pd.DataFrame(rows)
     choice = f"chosen memory_weight (image AUROC rule): **{chosen(frame, 'image_AUROC')}**"
-    if args.defects == "unseen":
+    if pixel:
         figures = ", ".join(PIXEL_FIGURES)
         choice += f"; chosen map weight (pixel rule, the mean of {figures}): **{chosen(frame, 'map rule')}**"
     print(frame.to_string(index=False), f"\n{choice}", flush=True)
