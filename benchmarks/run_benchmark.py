@@ -9,8 +9,9 @@ Usage:
 
 The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
 environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``; a root of
-``$DEMO`` is the embedded demo dataset, written to a temporary folder). Exits
-non-zero if any job fails. ``--models A,B`` runs only those entries; ``--parallel N`` runs N jobs at once.
+``$DEMO`` is the embedded demo dataset, written to a temporary folder). Exits non-zero if any job fails.
+``--models A,B`` runs only those entries; ``--parallel N`` runs N jobs at once. A model's ``seed`` (default: the
+config's ``seed``, else 0) seeds its job, so a second seed of one configuration is a second entry with another name.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def main() -> int:
                         output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
                     ),
                     learning_curve_epochs=spec.get("learning_curve_epochs", []),
+                    seed=spec.get("seed", config.get("seed", 0)),
                 )
                 finished = Path(job.output_dir) / "rows.json"
                 if args.resume and finished.is_file():
