@@ -22,6 +22,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -36,6 +37,66 @@ def _run(job: HarnessJob) -> list[dict]:
     job_rows = run_job_in_subprocess(job)
     print(f"  done {job.name}: {job_rows[-1]['fit_s']:.0f} s fit", flush=True)
     return job_rows
+
+
+def jobs_of(
+    config: dict[str, Any],
+    root: str,
+    output: Path,
+    data_dir: str,
+    selected: set[str] | None = None,
+    max_epochs: int | None = None,
+    accelerator: str | None = None,
+) -> list[HarnessJob]:
+    """The harness jobs a benchmark config describes: one per model, mode and class group.
+
+    Args:
+        config: The parsed YAML (``models``, ``modes`` and the shared settings).
+        root: Dataset root.
+        output: The run's output folder (each job writes under ``output/jobs``).
+        data_dir: What ``$DATA`` in string ``init_args`` stands for.
+        selected: Model names to keep (``None``: all).
+        max_epochs: Overrides every model's ``max_epochs``.
+        accelerator: Overrides the config's accelerator.
+
+    Example:
+        >>> models = [{"name": "A", "class_path": "Padim", "seed": 3}, {"name": "B", "class_path": "Padim"}]
+        >>> config = {"models": models, "modes": ["unified"], "categories": ["x"]}
+        >>> [(job.name, job.seed) for job in jobs_of(config, "/data", Path("out"), "/data")]
+        [('A', 3), ('B', 0)]
+    """
+    categories = config.get("categories") or MultiClassMVTecAD(root=root).categories
+    jobs = []
+    for spec in config["models"]:
+        if selected is not None and spec["name"] not in selected:
+            continue
+        for mode in config.get("modes", ["unified", "separate"]):
+            groups = [categories] if mode == "unified" else [[c] for c in categories]
+            jobs += [
+                HarnessJob(
+                    name=spec["name"],
+                    class_path=spec["class_path"],
+                    init_args={
+                        key: value.replace("$DATA", data_dir) if isinstance(value, str) else value
+                        for key, value in spec.get("init_args", {}).items()
+                    },
+                    root=root,
+                    categories=group,
+                    mode=mode,
+                    max_epochs=max_epochs or spec.get("max_epochs", config.get("max_epochs", 1)),
+                    train_batch_size=spec.get("train_batch_size", config.get("train_batch_size", 16)),
+                    eval_batch_size=config.get("eval_batch_size", 16),
+                    num_workers=config.get("num_workers", 2),
+                    accelerator=accelerator or config.get("accelerator", "auto"),
+                    output_dir=str(
+                        output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
+                    ),
+                    learning_curve_epochs=spec.get("learning_curve_epochs", []),
+                    seed=spec.get("seed", config.get("seed", 0)),
+                )
+                for group in groups
+            ]
+    return jobs
 
 
 def main() -> int:
@@ -65,42 +126,15 @@ def main() -> int:
         print(f"SKIPPED: dataset root '{root}' not found (set ANOMALIB_PNPT_DATA or --root).")
         return 0
     output = args.output or Path("benchmarks/results") / args.config.stem
-    categories = config.get("categories") or MultiClassMVTecAD(root=root).categories
     selected = set(args.models.split(",")) if args.models else None
     rows, pending = [], []
-    for spec in config["models"]:
-        if selected is not None and spec["name"] not in selected:
+    for job in jobs_of(config, root, output, data_dir, selected, args.max_epochs, args.accelerator):
+        finished = Path(job.output_dir) / "rows.json"
+        if args.resume and finished.is_file():
+            print(f"reusing {finished}", flush=True)
+            rows += json.loads(finished.read_text())
             continue
-        for mode in config.get("modes", ["unified", "separate"]):
-            groups = [categories] if mode == "unified" else [[c] for c in categories]
-            for group in groups:
-                job = HarnessJob(
-                    name=spec["name"],
-                    class_path=spec["class_path"],
-                    init_args={
-                        key: value.replace("$DATA", data_dir) if isinstance(value, str) else value
-                        for key, value in spec.get("init_args", {}).items()
-                    },
-                    root=root,
-                    categories=group,
-                    mode=mode,
-                    max_epochs=args.max_epochs or spec.get("max_epochs", config.get("max_epochs", 1)),
-                    train_batch_size=spec.get("train_batch_size", config.get("train_batch_size", 16)),
-                    eval_batch_size=config.get("eval_batch_size", 16),
-                    num_workers=config.get("num_workers", 2),
-                    accelerator=args.accelerator or config.get("accelerator", "auto"),
-                    output_dir=str(
-                        output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
-                    ),
-                    learning_curve_epochs=spec.get("learning_curve_epochs", []),
-                    seed=spec.get("seed", config.get("seed", 0)),
-                )
-                finished = Path(job.output_dir) / "rows.json"
-                if args.resume and finished.is_file():
-                    print(f"reusing {finished}", flush=True)
-                    rows += json.loads(finished.read_text())
-                    continue
-                pending.append(job)
+        pending.append(job)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for job_rows in pool.map(_run, pending):
             rows += job_rows

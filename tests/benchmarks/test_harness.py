@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from harness import HarnessJob, build_datamodule, run_job, summarise, write_results
+from run_benchmark import jobs_of
 
 from anomalib_pnpt.evaluation import METRICS
 from tests.tiny_models import PADIM
@@ -102,3 +103,27 @@ def test_smoke_demo_config_runs_on_the_embedded_demo(tmp_path: Path) -> None:
     # Progress of each job reaches the console while it runs.
     assert "PaDiM unified: epoch 1/1 trained" in result.stdout
     assert table["pooled_AUROC_raw"].notna().any()
+
+
+def test_a_models_seed_reaches_its_job(tmp_path: Path) -> None:
+    config = {
+        "seed": 5,
+        "modes": ["unified", "separate"],
+        "categories": ["disc", "weave"],
+        "models": [
+            {"name": "PaDiM", "class_path": "Padim", "init_args": {"path": "$DATA/x"}},
+            {"name": "PaDiM-seed1", "class_path": "Padim", "seed": 1},
+        ],
+    }
+    jobs = jobs_of(config, "/data", tmp_path, "/shared")
+    # One unified job and one per class for each model; the config's seed unless the model names its own.
+    assert [(job.name, job.mode, job.seed) for job in jobs] == [
+        (name, mode, seed)
+        for name, seed in (("PaDiM", 5), ("PaDiM-seed1", 1))
+        for mode in ("unified", "separate", "separate")
+    ]
+    assert jobs[0].init_args == {"path": "/shared/x"}
+    assert len({job.output_dir for job in jobs}) == len(jobs)
+    assert [job.name for job in jobs_of(config, "/data", tmp_path, "/shared", selected={"PaDiM-seed1"})] == [
+        "PaDiM-seed1"
+    ] * 3
