@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from epoch_selection import EpochSelection
 from learning_curve import LearningCurve
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -60,7 +61,9 @@ class HarnessJob:
         seed: Random seed.
         output_dir: Where the job writes its files.
         learning_curve_epochs: Epochs after which to measure per-class test metrics (written to
-            ``learning_curve.csv`` in ``output_dir``).
+            ``learning_curve.csv`` in ``output_dir``; 0 is the network before its first step).
+        select_epoch: Test the epoch chosen on validation images and unseen synthetic defects
+            (``epoch_selection.py``, its scores in ``epoch_selection.csv``) instead of the last one.
     """
 
     name: str
@@ -77,6 +80,7 @@ class HarnessJob:
     seed: int = 0
     output_dir: str = "results/benchmark"
     learning_curve_epochs: list[int] = field(default_factory=list)
+    select_epoch: bool = False
 
 
 def _state_dict_bytes(model: torch.nn.Module) -> int:
@@ -224,6 +228,9 @@ def run_job(job: HarnessJob) -> list[dict[str, Any]]:
     )
     if curve is not None:
         callbacks.append(curve)
+    selection = EpochSelection(output=output_dir / "epoch_selection.csv") if job.select_epoch else None
+    if selection is not None:
+        callbacks.append(selection)
     engine = Engine(
         default_root_dir=output_dir,
         max_epochs=job.max_epochs,
@@ -237,6 +244,11 @@ def run_job(job: HarnessJob) -> list[dict[str, Any]]:
     start = time.perf_counter()
     engine.fit(model, datamodule=datamodule)
     fit_seconds = time.perf_counter() - start
+    chosen_epoch = job.max_epochs
+    if selection is not None:
+        chosen_epoch = selection.restore(model)
+        # The thresholds were fitted on the last epoch's maps: fit them again on the chosen network's.
+        engine.validate(model, datamodule=datamodule)
     engine.test(model, datamodule=datamodule)
     if curve is not None:
         pd.DataFrame(curve.rows).assign(model=job.name, mode=job.mode).to_csv(
@@ -257,6 +269,7 @@ def run_job(job: HarnessJob) -> list[dict[str, Any]]:
         "model": job.name,
         "mode": job.mode,
         "fit_s": fit_seconds,
+        "tested_epoch": chosen_epoch,
         "ms_per_image": ms_per_image,
         "peak_memory_mb": peak_rss_mb,
         "model_size_mb": _state_dict_bytes(model) / 2**20,
@@ -310,6 +323,8 @@ def summarise(rows: list[dict[str, Any]]) -> pd.DataFrame:
         summary["ms_per_image"] = group["ms_per_image"].mean()
         summary["peak_memory_mb"] = group["peak_memory_mb"].max()
         summary["device"] = group["device"].iloc[0]
+        if "tested_epoch" in group:  # one training in unified mode; separate mode's classes may differ
+            summary["tested_epoch"] = group["tested_epoch"].iloc[0] if mode == "unified" else float("nan")
         for column in POOLED:  # over all test images of a unified model; separate models have no pooled figure
             if column in group:
                 summary[column] = group[column].iloc[0] if mode == "unified" else float("nan")

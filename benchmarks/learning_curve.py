@@ -62,7 +62,7 @@ class LearningCurve(Callback):
     """Evaluate per-class metrics on the test set at the end of the given (1-based) epochs.
 
     Args:
-        epochs: Epoch numbers after which to evaluate.
+        epochs: Epoch numbers after which to evaluate; 0 is the network before its first step.
         map_size: Side to which maps are resized for pixel metrics (bounds the cost of frequent evaluation).
     """
 
@@ -79,16 +79,25 @@ class LearningCurve(Callback):
         del trainer, pl_module
         self._start = time.perf_counter()
 
-    @torch.no_grad()
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Evaluate the untrained network (epoch 0) if asked: after the prompt pool is built, before any step."""
+        if trainer.current_epoch == 0 and 0 in self.epochs and not any(row["epoch"] == 0 for row in self.rows):
+            self._evaluate(0, trainer, pl_module)
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Evaluate if this epoch is one of :attr:`epochs`."""
         epoch = trainer.current_epoch + 1
-        if epoch not in self.epochs:
-            return
+        if epoch in self.epochs:
+            self._evaluate(epoch, trainer, pl_module)
+
+    @torch.no_grad()
+    def _evaluate(self, epoch: int, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Predict the test set; keep the per-class rows (the training clock excludes this)."""
         evaluation_start = time.perf_counter()
         train_seconds = evaluation_start - self._start
         was_training = pl_module.training
-        table = evaluate_test_set(pl_module, trainer.datamodule.test_dataloader(), self.map_size)
+        with torch.random.fork_rng():  # the evaluation must not change the training's random draws
+            table = evaluate_test_set(pl_module, trainer.datamodule.test_dataloader(), self.map_size)
         for name, row in table.iterrows():
             self.rows.append(
                 {"epoch": epoch, "train_s": train_seconds, "category": name, **{m: float(row[m]) for m in METRICS}}

@@ -92,6 +92,7 @@ def jobs_of(
                         output / "jobs" / (f"{spec['name']}_{mode}" + ("" if mode == "unified" else f"_{group[0]}"))
                     ),
                     learning_curve_epochs=spec.get("learning_curve_epochs", []),
+                    select_epoch=spec.get("select_epoch", False),
                     seed=spec.get("seed", config.get("seed", 0)),
                 )
                 for group in groups
