@@ -22,7 +22,7 @@ TINY_RESIDUAL_PNPT = {
     "num_layers": 1,
     "seed": 0,
     "prior_residual": True,
-    "learning_rate": 0.01,  # large, so the epochs differ
+    "learning_rate": 1.0,  # diverges: the epochs after the start are worse, so the restore is tested
 }
 
 
@@ -52,6 +52,7 @@ def test_the_tested_epoch_is_the_best_scored_one_and_scoring_leaves_the_training
     per_epoch = scores[scores["category"] == "score"].set_index("epoch")["score"]
     assert list(per_epoch.index) == [0, 1, 2]
     best = int(per_epoch.idxmax())  # the first of equal maxima: ties go to the earlier epoch
+    assert best < 2, "the diverging training should make an earlier epoch the best"
     assert {row["tested_epoch"] for row in rows} == {best}
     # The test ran on the chosen epoch's weights: its raw image AUROC is the test curve's at that epoch.
     curve = pd.read_csv(tmp_path / "selected" / "learning_curve.csv")
