@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,77 @@ from anomalib_pnpt.evaluation.per_class import evaluate_per_class
 from anomalib_pnpt.pre_processing import backbone_normalization
 
 FIGURES = ("image_AUROC", "pixel_AUROC", "pixel_AP", "PRO")
+
+
+@dataclass
+class DefectSet:
+    """Pre-processed validation images and their unseen-defect copies, with what the figures need.
+
+    Args:
+        images: Batches of pre-processed images (each validation batch, then its copies).
+        names: Class name of every image, in order.
+        labels: 1 for a copy, 0 for a validation image.
+        masks: Defect masks ``(N, map_size, map_size)`` (empty for the validation images).
+    """
+
+    images: list[torch.Tensor]
+    names: list[str]
+    labels: torch.Tensor
+    masks: torch.Tensor
+
+
+@torch.no_grad()
+def unseen_defect_set(
+    model: LightningModule, dataloader: Iterable, copies: int = 4, seed: int = 0, map_size: int = 128
+) -> DefectSet:
+    """The images of ``dataloader`` (the validation split) and ``copies`` copies of each with unseen defects.
+
+    Args:
+        model: The anomalib module whose pre-processor and backbone normalisation the images get.
+        dataloader: Normal images held out from training.
+        copies: Defective copies of each image.
+        seed: Seed of the defect generator.
+        map_size: Side of the masks.
+    """
+    mean, std = backbone_normalization(model.hparams["backbone"])
+    generator = UnseenDefects(mean=mean, std=std, seed=seed)
+    size = (map_size, map_size)
+    images, names, masks, labels = [], [], [], []
+    for batch in dataloader:
+        normal = model.pre_processor.transform(batch.image.to(model.device))
+        images.append(normal)
+        masks.append(torch.zeros(len(normal), *size, dtype=torch.bool))
+        labels.append(torch.zeros(len(normal), dtype=torch.long))
+        names += list(batch.category)
+        for _ in range(copies):
+            defective, defect_masks = generator.copies_and_masks(normal)
+            images.append(defective)
+            resized = torch.nn.functional.interpolate(defect_masks[:, None].float().cpu(), size=size, mode="nearest")
+            masks.append(resized[:, 0].bool())
+            labels.append(torch.ones(len(normal), dtype=torch.long))
+            names += list(batch.category)
+    return DefectSet(images, names, torch.cat(labels), torch.cat(masks))
+
+
+@torch.no_grad()
+def defect_set_figures(model: LightningModule, defects: DefectSet) -> tuple[pd.DataFrame, float]:
+    """Per-class figures (:data:`FIGURES`) of the model's own maps and scores, and the rule's score.
+
+    Returns:
+        ``(table, score)``: ``evaluate_per_class``'s table (classes and ``mean``) and the mean of the four figures'
+        class means. Leaves the model in eval mode.
+    """
+    model.eval()
+    size = tuple(defects.masks.shape[-2:])
+    scores, maps = [], []
+    for images in defects.images:
+        output = model.model(images)
+        maps.append(torch.nn.functional.interpolate(output.anomaly_map.float(), size=size, mode="bilinear").cpu())
+        scores.append(output.pred_score.float().reshape(-1).cpu())
+    table, _ = evaluate_per_class(
+        defects.names, torch.cat(scores), defects.labels, torch.cat(maps)[:, 0], defects.masks
+    )
+    return table, sum(float(table.loc["mean", figure]) for figure in FIGURES) / len(FIGURES)
 
 
 class EpochSelection(Callback):
@@ -63,48 +136,13 @@ class EpochSelection(Callback):
         self.chosen_epoch: int | None = None
         self._best_score = float("-inf")
         self._best_state: dict[str, torch.Tensor] | None = None
-        self._images: list[torch.Tensor] = []
-        self._masks: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
-        self._names: list[str] = []
+        self._defects: DefectSet | None = None
 
-    def _prepare(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Pre-process the validation images once and make their copies (the same at every epoch)."""
-        mean, std = backbone_normalization(pl_module.hparams["backbone"])
-        generator = UnseenDefects(mean=mean, std=std, seed=self.seed)
-        size = (self.map_size, self.map_size)
-        masks, labels = [], []
-        for batch in trainer.datamodule.val_dataloader():
-            images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
-            names = list(batch.category)
-            self._images.append(images)
-            masks.append(torch.zeros(len(images), *size, dtype=torch.bool))
-            labels.append(torch.zeros(len(images), dtype=torch.long))
-            self._names += names
-            for _ in range(self.copies):
-                copies, copy_masks = generator.copies_and_masks(images)
-                self._images.append(copies)
-                resized = torch.nn.functional.interpolate(copy_masks[:, None].float().cpu(), size=size, mode="nearest")
-                masks.append(resized[:, 0].bool())
-                labels.append(torch.ones(len(images), dtype=torch.long))
-                self._names += names
-        self._masks, self._labels = torch.cat(masks), torch.cat(labels)
-
-    @torch.no_grad()
     def _score(self, epoch: int, pl_module: LightningModule) -> None:
         """Evaluate the model as it is now; keep its weights if it is the best so far."""
         start = time.perf_counter()
         was_training = pl_module.training
-        pl_module.eval()
-        scores, maps = [], []
-        for images in self._images:
-            output = pl_module.model(images)
-            size = (self.map_size, self.map_size)
-            maps.append(torch.nn.functional.interpolate(output.anomaly_map.float(), size=size, mode="bilinear").cpu())
-            scores.append(output.pred_score.float().reshape(-1).cpu())
-        table, _ = evaluate_per_class(self._names, torch.cat(scores), self._labels, torch.cat(maps)[:, 0], self._masks)
-        means = {figure: float(table.loc["mean", figure]) for figure in FIGURES}
-        score = sum(means.values()) / len(FIGURES)
+        table, score = defect_set_figures(pl_module, self._defects)
         for name, row in table.iterrows():
             self.rows.append({"epoch": epoch, "category": name, **{f: float(row[f]) for f in FIGURES}})
         self.rows.append({"epoch": epoch, "category": "score", "score": score, "eval_s": time.perf_counter() - start})
@@ -118,9 +156,10 @@ class EpochSelection(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Before the first step (the prompt pool is built by then), prepare the images and score epoch 0."""
-        if trainer.current_epoch == 0 and not self._images:
+        if trainer.current_epoch == 0 and self._defects is None:
             with torch.random.fork_rng():  # the evaluation must not change the training's random draws
-                self._prepare(trainer, pl_module)
+                loader = trainer.datamodule.val_dataloader()
+                self._defects = unseen_defect_set(pl_module, loader, self.copies, self.seed, self.map_size)
                 self._score(0, pl_module)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
