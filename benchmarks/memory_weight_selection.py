@@ -49,8 +49,8 @@ from memory_image_score_probe import fused_model_and_data, is_pnpt, maps_of, mem
 from unseen_defects import UnseenDefects
 
 from anomalib_pnpt.evaluation.per_class import evaluate_per_class
-from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.pre_processing import backbone_normalization
+from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 PIXEL_FIGURES = ("pixel_AUROC", "pixel_AP", "PRO")

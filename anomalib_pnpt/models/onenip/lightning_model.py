@@ -47,13 +47,13 @@ from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.memory_fusion import ClassFeatures, MemoryFusedModule
 from anomalib_pnpt.models.onenip.presets import PRESETS
 from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
-from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
 from anomalib_pnpt.models.onenip.torch_model import OneNipModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
+from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 
 logger = logging.getLogger(__name__)
 

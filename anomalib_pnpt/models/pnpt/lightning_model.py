@@ -45,7 +45,9 @@ from anomalib_pnpt.models.pnpt.presets import PRESETS
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.normal_scale import NormalScaleCalibration
+from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
+from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,12 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
             again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
         prior_residual: See :class:`PnptModel` (not in the paper: ``False``).
+        restoration_weight: Weight of a restoration term in the loss (not in the paper: 0). Every training batch
+            then also gets a synthetic-anomaly copy (:mod:`~anomalib_pnpt.synthetic_anomalies`, as OneNIP's), and
+            the network is trained to reconstruct the clean image's features from the copy's
+            (:meth:`PnptModel.training_loss`). It costs a backbone pass over the copies every step.
+        texture_dir: DTD-layout folder of anomaly textures for those copies; ``None`` uses noise textures.
+        cutpaste_probability: Share of CutPaste(-scar) copies; the rest are Perlin blobs filled with a texture.
         calibration_images: Normal training images on which the map's normal scale is measured
             (``memory_weight > 0``; :mod:`~anomalib_pnpt.normal_scale`).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
@@ -161,6 +169,9 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         memory_holdout: int = 10,
         memory_all_images: bool = False,
         prior_residual: bool = False,
+        restoration_weight: float = 0.0,
+        texture_dir: str | None = None,
+        cutpaste_probability: float = 0.5,
         calibration_images: int = 256,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -196,6 +207,23 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.memory_all_images = memory_all_images
         self.calibration_images = calibration_images
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
+        if restoration_weight < 0:
+            msg = f"restoration_weight must be >= 0, got {restoration_weight}."
+            raise ValueError(msg)
+        self.restoration_weight = restoration_weight
+        self._synthesis = (texture_dir, *backbone_normalization(backbone), cutpaste_probability)
+        self._anomaly_generator: SyntheticAnomalyGenerator | None = None
+
+    @property
+    def anomaly_generator(self) -> SyntheticAnomalyGenerator | None:
+        """The restoration term's synthetic-anomaly generator (``None`` without one).
+
+        Made when training first needs it, so that a checkpoint loads for inspection where the texture folder is
+        absent.
+        """
+        if self.restoration_weight > 0 and self._anomaly_generator is None:
+            self._anomaly_generator = SyntheticAnomalyGenerator(*self._synthesis)
+        return self._anomaly_generator
 
     @property
     def prompt_pool_splits_across_ranks(self) -> bool:  # type: ignore[override]
@@ -278,14 +306,20 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.model.anomaly_map_generator.normal_scale.fill_(scale)
 
     def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Dual cosine reconstruction loss (Eq. 7) on cached backbone features."""
+        """Dual cosine reconstruction loss (Eq. 7) on cached backbone features (+ the restoration term, if set)."""
         del args, kwargs
         with self.profile("features (cache or backbone)"):
             features = self.cached_features(
                 batch.image, getattr(batch, "image_path", None), self.model.extract_features
             )
+        synthetic_features = None
+        if self.anomaly_generator is not None:
+            with self.profile("synthetic anomalies"):
+                synthetic, _ = self.anomaly_generator(batch.image)
+            with self.profile("backbone on synthetic copies"):
+                synthetic_features = self.model.extract_features(synthetic)
         with self.profile("network forward + loss"):
-            loss = self.model.training_loss(features)
+            loss = self.model.training_loss(features, synthetic_features, self.restoration_weight)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
         return {"loss": loss}
 

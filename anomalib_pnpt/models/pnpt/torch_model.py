@@ -220,11 +220,32 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             self_reconstruction = [base + change for base, change in zip(prior, self_reconstruction, strict=True)]
         return prior_reconstruction, self_reconstruction
 
-    def training_loss(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Reconstruction loss (Eq. 7) of a batch of training features."""
-        prior = self.retrieve_prior(features).prompts if self.use_prior else None
-        prior_reconstruction, self_reconstruction = self.reconstruct(features, prior)
-        return self.loss(features, prior_reconstruction, self_reconstruction)
+    def training_loss(
+        self,
+        features: Sequence[torch.Tensor],
+        synthetic_features: Sequence[torch.Tensor] | None = None,
+        restoration_weight: float = 0.0,
+    ) -> torch.Tensor:
+        """Reconstruction loss (Eq. 7) of a batch of training features, plus an optional restoration term.
+
+        Args:
+            features: Backbone features of the normal training images (the targets of both terms).
+            synthetic_features: Features of synthetic-anomaly copies of the same images, or ``None``.
+            restoration_weight: Weight of the restoration term (not in the paper): Eq. 7 with the copies as the
+                input (their prior retrieved from them, as at inspection) and the clean features as the target,
+                so that the network learns to put back normal features where a defect is, not to copy it.
+
+        Returns:
+            ``l_rec`` (+ ``restoration_weight * l_res``).
+        """
+        loss = self.loss(features, *self.reconstruct(features, self._training_prior(features)))
+        if synthetic_features is not None and restoration_weight > 0:
+            restored = self.reconstruct(synthetic_features, self._training_prior(synthetic_features))
+            loss = loss + restoration_weight * self.loss(features, *restored)
+        return loss
+
+    def _training_prior(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
+        return self.retrieve_prior(features).prompts if self.use_prior else None
 
     def _eq8_map(
         self, features: Sequence[torch.Tensor], prior: Sequence[torch.Tensor], image_size: torch.Size

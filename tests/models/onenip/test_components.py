@@ -21,7 +21,7 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss, dice_loss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.models.onenip.synthetic_anomalies import SyntheticAnomalyGenerator
+from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 
 
 @pytest.mark.parametrize("size", [3, 4, 7])

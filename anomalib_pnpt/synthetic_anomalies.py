@@ -3,6 +3,8 @@
 
 """Synthetic anomalies for OneNIP's restoration stream and refiner (Gao, ECCV 2024, Sec. 3.3).
 
+PNPT's restoration option (``Pnpt(restoration_weight=...)``, not in its paper) uses the same generator.
+
 Every training image gets a defective copy and the pixel mask of what was changed:
 
 - with probability ``cutpaste_probability``: CutPaste (a rectangle of 2-15 % of the image, aspect ratio
