@@ -10,7 +10,8 @@ fall back to copying its input. The model builds the pool from the training imag
 (:class:`~anomalib_pnpt.prompt_pool.PromptPoolMixin`) before the first optimisation step.
 
 Training reuses each training image's backbone features across epochs (:class:`FeatureCache`,
-``cache_features=True``), since the backbone is frozen and PNPT uses no augmentation.
+``cache_features=True``), since the backbone is frozen and PNPT uses no augmentation. The restoration option's
+synthetic-anomaly copies (``restoration_weight``, not in the paper) are new every step and pass the backbone each time.
 
 Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
