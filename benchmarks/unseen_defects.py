@@ -3,7 +3,7 @@
 
 """Synthetic defects that neither model trained on: scratches, stains and holes, for choosing settings.
 
-OneNIP's refiner and restoration stream train on CutPaste and DTD-texture defects
+OneNIP's refiner and restoration stream, and PNPT's ``restoration_weight``, train on CutPaste and DTD-texture defects
 (``anomalib_pnpt/synthetic_anomalies.py``), so a setting chosen on those very defects leans to the
 network; CutPaste also moves the image's own normal patches, which a patch memory cannot see by construction. These
 kinds come from neither generator and look like common industrial defects:
