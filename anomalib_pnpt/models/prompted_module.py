@@ -43,6 +43,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from anomalib_pnpt.checkpoint_arguments import CheckpointArguments
 from anomalib_pnpt.data.dataset import load_rgb_array
 from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassImageBatch, MultiClassInferenceBatch
 from anomalib_pnpt.distributed import gather_samples
@@ -58,7 +59,7 @@ from anomalib_pnpt.visualizer import MultiClassImageVisualizer
 logger = logging.getLogger(__name__)
 
 
-class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
+class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule):
     """Base anomalib module of the prompt-pool models.
 
     Args:
@@ -549,11 +550,27 @@ class PromptedAnomalyModule(PromptPoolMixin, AnomalibModule):
         checkpoint["trained_categories"] = list(self.trained_categories)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the class names of the prompt pool and those the network was trained with."""
+        """Become the checkpoint's model (``checkpoint_arguments``), then restore its class names."""
+        self.adopt_checkpoint_arguments(checkpoint)
         super().on_load_checkpoint(checkpoint)
         self.prompt_categories = list(checkpoint.get("prompt_categories", []))
         # Checkpoints from before the list: their classes are taken as the trained ones (as the pool's flags are).
         self.trained_categories = list(checkpoint.get("trained_categories", self.prompt_categories))
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args, **kwargs) -> PromptedAnomalyModule:  # noqa: ANN002, ANN003
+        """Anomalib's loader: the checkpoint's arguments, with ``kwargs`` overriding them.
+
+        Args:
+            checkpoint_path: The checkpoint.
+            *args: anomalib's positional arguments.
+            **kwargs: anomalib's keyword arguments and constructor overrides.
+
+        Returns:
+            The model.
+        """
+        with cls.overrides_win():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     @property
     def learning_type(self) -> LearningType:

@@ -67,7 +67,9 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
     :class:`OneNipModel`'s, documented there; open choices are in the model's README.
 
     Args:
-        preset: Named defaults: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128).
+        preset: Named defaults: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128);
+            ``None``: ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``
+            (:mod:`~anomalib_pnpt.checkpoint_arguments`).
         backbone: See :class:`OneNipModel` (preset).
         layers: See :class:`OneNipModel`.
         pre_trained: See :class:`OneNipModel`.
@@ -132,13 +134,43 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             (e.g. resuming on new data).
     """
 
+    # What only shapes training: a resumed fit takes them from the command line, not the checkpoint.
+    training_arguments = frozenset(
+        {
+            "pre_trained",
+            "weights_path",
+            "dropout",
+            "noise_scale",
+            "training_prompts_per_class",
+            "dice_weight",
+            "dice_per_image",
+            "memory_holdout",
+            "memory_all_images",
+            "texture_dir",
+            "cutpaste_probability",
+            "grey_texture_probability",
+            "synthetic_refresh_epochs",
+            "calibration_images",
+            "learning_rate",
+            "weight_decay",
+            "gradient_clip",
+            "lr_drop_fraction",
+            "lr_schedule",
+            "warmup_steps",
+            "cache_features",
+            "feature_cache_mb",
+            "seed",
+            "rebuild_prompt_pool",
+        }
+    )
+
     # The official recipe: 1000 epochs, learning rate x0.1 at epoch 800 (see training_length.TrainingLength).
     default_max_epochs = 1000
 
     # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
     def __init__(  # noqa: PLR0913
         self,
-        preset: str = "paper",
+        preset: str | None = None,
         backbone: str | None = None,
         layers: Sequence[int] = (0, 1, 2, 3),
         pre_trained: bool = True,
@@ -192,7 +224,9 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         rebuild_prompt_pool: bool = False,
     ) -> None:
         # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
-        arguments = resolve_preset(PRESETS, preset, locals())
+        given = dict(locals())
+        preset = preset or "paper"
+        arguments = resolve_preset(PRESETS, preset, {**given, "preset": preset})
         backbone = arguments["backbone"]
         super().__init__(
             backbone=backbone,
@@ -208,7 +242,8 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             rebuild_prompt_pool=rebuild_prompt_pool,
         )
         # The checkpoint keeps the values the preset resolved to, not only its name.
-        self.hparams.update({name: arguments[name] for name in PRESETS[preset]})
+        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset]})
+        self.record_given_arguments(given)
         self.learning_rate = arguments["learning_rate"]
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip

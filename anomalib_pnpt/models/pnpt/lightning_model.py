@@ -63,7 +63,9 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
     the paper leaves open are in the model's README.
 
     Args:
-        preset: Named defaults: ``"paper"`` (WRN50, C = 760), ``"cpu"`` (offline Lite2, C = 128) or ``"lineside"``.
+        preset: Named defaults: ``"paper"`` (WRN50, C = 760), ``"cpu"`` (offline Lite2, C = 128) or ``"lineside"``;
+            ``None``: ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``
+            (:mod:`~anomalib_pnpt.checkpoint_arguments`).
         backbone: See :class:`PnptModel` (preset).
         layers: See :class:`PnptModel` (preset).
         pre_trained: See :class:`PnptModel`.
@@ -127,10 +129,36 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             (e.g. resuming on new data).
     """
 
+    # What only shapes training: a resumed fit takes them from the command line, not the checkpoint.
+    training_arguments = frozenset(
+        {
+            "pre_trained",
+            "weights_path",
+            "dropout",
+            "noise_scale",
+            "noise_target",
+            "learning_rate",
+            "weight_decay",
+            "lr_schedule",
+            "warmup_steps",
+            "gradient_clip",
+            "cache_features",
+            "feature_cache_mb",
+            "memory_holdout",
+            "memory_all_images",
+            "restoration_weight",
+            "texture_dir",
+            "cutpaste_probability",
+            "calibration_images",
+            "seed",
+            "rebuild_prompt_pool",
+        }
+    )
+
     # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
     def __init__(  # noqa: PLR0913
         self,
-        preset: str = "paper",
+        preset: str | None = None,
         backbone: str | None = None,
         layers: Sequence[int] | None = None,
         pre_trained: bool = True,
@@ -182,7 +210,9 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         rebuild_prompt_pool: bool = False,
     ) -> None:
         # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
-        arguments = resolve_preset(PRESETS, preset, locals())
+        given = dict(locals())
+        preset = preset or "paper"
+        arguments = resolve_preset(PRESETS, preset, {**given, "preset": preset})
         backbone, layers = arguments["backbone"], list(arguments["layers"])
         super().__init__(
             backbone=backbone,
@@ -198,7 +228,8 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             rebuild_prompt_pool=rebuild_prompt_pool,
         )
         # The checkpoint keeps the values the preset resolved to, not only its name.
-        self.hparams.update({name: arguments[name] for name in PRESETS[preset]})
+        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset]})
+        self.record_given_arguments(given)
         self.learning_rate = arguments["learning_rate"]
         self.weight_decay = weight_decay
         self.lr_schedule = validate_schedule(lr_schedule)
@@ -212,7 +243,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             msg = f"restoration_weight must be >= 0, got {restoration_weight}."
             raise ValueError(msg)
         self.restoration_weight = restoration_weight
-        self._synthesis = (texture_dir, *backbone_normalization(backbone), cutpaste_probability)
+        self.synthesis_settings = (texture_dir, *backbone_normalization(backbone), cutpaste_probability)
         self._anomaly_generator: SyntheticAnomalyGenerator | None = None
 
     @property
@@ -223,7 +254,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         absent.
         """
         if self.restoration_weight > 0 and self._anomaly_generator is None:
-            self._anomaly_generator = SyntheticAnomalyGenerator(*self._synthesis)
+            self._anomaly_generator = SyntheticAnomalyGenerator(*self.synthesis_settings)
         return self._anomaly_generator
 
     @property
