@@ -9,7 +9,8 @@ Usage:
 
 The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
 environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``; a root of
-``$DEMO`` is the embedded demo dataset, written to a temporary folder). Exits non-zero if any job fails.
+``$DEMO`` is the embedded demo dataset, ``$LOGICAL`` its logical-anomaly class ``kit`` at 200 / 100 images and
+256 px, each written to a temporary folder). Exits non-zero if any job fails.
 ``--models A,B`` runs only those entries; ``--parallel N`` runs N jobs at once. A model's ``seed`` (default: the
 config's ``seed``, else 0) seeds its job, so a second seed of one configuration is a second entry with another name.
 """
@@ -123,6 +124,11 @@ def main() -> int:
         from anomalib_pnpt.data import make_demo_dataset
 
         root = str(make_demo_dataset(Path(tempfile.mkdtemp(prefix="anomalib_pnpt_demo_"))))
+    elif root == "$LOGICAL":  # the logical-anomaly class at its benchmark size (anomalib-pnpt demo-data ... kit)
+        from anomalib_pnpt.data import make_demo_dataset
+
+        folder = Path(tempfile.mkdtemp(prefix="anomalib_pnpt_logical_"))
+        root = str(make_demo_dataset(folder, 256, n_train=200, n_test_normal=50, n_test_defect=50, categories=("kit",)))
     if not Path(root).is_dir():
         print(f"SKIPPED: dataset root '{root}' not found (set ANOMALIB_PNPT_DATA or --root).")
         return 0

@@ -9,6 +9,11 @@ Three classes that look clearly different (so class retrieval is meaningful) and
 * ``disc``: a shaded disc on a plain background (an object class); defects: a dark scratch, a missing bite.
 * ``weave``: a woven stripe texture (a texture class); defects: a bright blob, a patch of rotated stripes.
 * ``tiles``: a grid of tiles with grout lines; defects: a discoloured tile, a crack.
+* ``kit`` (not in the default set): a tray of six parts whose defects are made only of normal parts -- a part
+  missing, duplicated, swapped or in another part's colour, and the wrong count (:mod:`anomalib_pnpt.data.kit`).
+  Its benchmark size, 200 training and 100 test images at 256 px, is one command:
+  ``anomalib-pnpt demo-data --output datasets/logical --categories kit --n-train 200 --n-test-normal 50
+  --n-test-defect 50 --image-size 256``.
 
 Every normal image differs from the others by position, lighting and noise drawn from a seeded generator,
 so the same call always writes the same files.
@@ -22,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +35,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from anomalib_pnpt.data.kit import kit_defect, kit_image
+
 DEMO_CATEGORIES = ("disc", "tiles", "weave")
+LOGICAL_CATEGORIES = ("kit",)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +95,14 @@ def _blob_mask(size: int, rng: np.random.Generator, radius: float) -> np.ndarray
     return np.hypot(yy - cy, xx - cx) < radius * rng.uniform(0.8, 1.2)
 
 
-def _defect(category: str, kind: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """Return (image, mask, defect name) for one defect image of ``category``."""
+def _defect(  # noqa: PLR0911  (one return per class and defect)
+    category: str, kind: int, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return (image, mask, defect name) for one defect image of ``category`` (``kind``: which of its defects)."""
+    if category == "kit":
+        return kit_defect(size, rng, kind)
     base = GENERATORS[category](size, rng)
+    kind %= 2
     if category == "disc":
         if kind == 0:
             mask = _stroke_mask(size, rng, 0.015)
@@ -116,7 +130,7 @@ def _defect(category: str, kind: int, size: int, rng: np.random.Generator) -> tu
     return base, mask, "crack"
 
 
-GENERATORS: dict[str, Callable[..., np.ndarray]] = {"disc": _disc, "tiles": _tiles, "weave": _weave}
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {"disc": _disc, "tiles": _tiles, "weave": _weave, "kit": kit_image}
 
 
 def _save(array: np.ndarray, path: Path) -> None:
@@ -140,9 +154,9 @@ def make_demo_dataset(
         image_size: Side of the square images.
         n_train: Normal training images per class.
         n_test_normal: Normal test images per class.
-        n_test_defect: Defect test images per class (split over the class's two defect types).
+        n_test_defect: Defect test images per class (split evenly over the class's defect types).
         seed: Seed of the generator; one seed always gives the same files.
-        categories: Subset of :data:`DEMO_CATEGORIES` to write.
+        categories: Classes to write, of :data:`DEMO_CATEGORIES` and :data:`LOGICAL_CATEGORIES`.
 
     Returns:
         ``root`` as a ``Path``.
@@ -170,8 +184,39 @@ def make_demo_dataset(
         for i in range(n_test_normal):
             _save(noise(GENERATORS[category](image_size, rng)), root / category / "test" / "good" / f"{i:03d}.png")
         for i in range(n_test_defect):
-            image, mask, defect = _defect(category, i % 2, image_size, rng)
+            image, mask, defect = _defect(category, i, image_size, rng)
             _save(noise(image), root / category / "test" / defect / f"{i:03d}.png")
             _save(mask.astype(np.float64), root / category / "ground_truth" / defect / f"{i:03d}_mask.png")
     stamp.write_text(json.dumps(config))
+    return root
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """``anomalib-pnpt demo-data``: write demo classes in the MVTec AD layout (what ``MultiClassMVTecAD`` reads).
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The dataset root.
+    """
+    parser = argparse.ArgumentParser(prog="anomalib-pnpt demo-data", description=make_demo_dataset.__doc__)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--categories", nargs="+", default=list(DEMO_CATEGORIES), choices=sorted(GENERATORS))
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--n-train", type=int, default=24)
+    parser.add_argument("--n-test-normal", type=int, default=6)
+    parser.add_argument("--n-test-defect", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    root = make_demo_dataset(
+        args.output,
+        image_size=args.image_size,
+        n_train=args.n_train,
+        n_test_normal=args.n_test_normal,
+        n_test_defect=args.n_test_defect,
+        seed=args.seed,
+        categories=tuple(args.categories),
+    )
+    print(f"Demo data ({', '.join(args.categories)}) in {root}")
     return root
