@@ -10,10 +10,19 @@ pictures and adds :func:`~anomalib_pnpt.captions.add_caption` under each, with t
 overlay shows. The class names come from the model (``prompt_categories``), the class from the batch's
 ``pred_category_id`` that the model's test and predict steps attach.
 
+Pictures land in one folder per class, ``images/<class>/<the image's path from its class folder on>`` (MVTec AD
+layout: ``images/bottle/test/broken_large/000.png``), so same-named files of different classes or defects never
+overwrite each other (:func:`picture_path`). The class is the image's own where the data names it, else the
+retrieved one (``anomalib predict`` on a folder).
+
 Example:
     >>> visualizer = MultiClassImageVisualizer()
     >>> visualizer.field_size
     (256, 256)
+    >>> picture_path(Path("out"), "data/bottle/test/crack/000.png", "bottle").as_posix()
+    'out/bottle/test/crack/000.png'
+    >>> picture_path(Path("out"), "line3/2026-12-06/000.png", "bottle").as_posix()
+    'out/bottle/2026-12-06/000.png'
 """
 
 from __future__ import annotations
@@ -21,12 +30,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from anomalib.utils.path import generate_output_filename
 from anomalib.visualization import ImageVisualizer
 from anomalib.visualization.image.item_visualizer import visualize_image_item
 from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_pnpt.captions import add_caption, batch_decisions, caption_text
+
+
+def picture_path(output_dir: Path, image_path: str, class_name: str) -> Path:
+    """Where the picture of ``image_path`` is saved: under its class, with its path from the class folder on.
+
+    Args:
+        output_dir: The pictures' folder (``<run>/images``).
+        image_path: The image's file.
+        class_name: Its class (the data's, else the retrieved one).
+
+    Returns:
+        The picture's file; its folder exists.
+    """
+    parts = Path(image_path).parts
+    if class_name in parts[:-1]:
+        start = len(parts) - 1 - parts[::-1].index(class_name)  # the class folder nearest the file
+        relative = Path(*parts[start:])
+    else:
+        relative = Path(class_name, *parts[-2:])
+    target = output_dir / relative.with_suffix(".png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 class MultiClassImageVisualizer(ImageVisualizer):
@@ -48,7 +78,6 @@ class MultiClassImageVisualizer(ImageVisualizer):
         del outputs, batch_idx, dataloader_idx
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "images"
-        datamodule = trainer.datamodule
         decisions = batch_decisions(batch, list(pl_module.prompt_categories))
         for item, decision in zip(batch, decisions, strict=True):
             picture = visualize_image_item(
@@ -65,13 +94,8 @@ class MultiClassImageVisualizer(ImageVisualizer):
             text = caption_text(
                 decision["class"], decision["score"], decision["anomalous"], bool(decision["unknown_class"])
             )
-            filename = generate_output_filename(
-                input_path=item.image_path or "",
-                output_path=self.output_dir,
-                dataset_name=getattr(datamodule, "name", None),
-                category=getattr(datamodule, "category", None),
-            )
-            add_caption(picture, text).save(filename)
+            class_name = getattr(item, "category", None) or decision["class"]
+            add_caption(picture, text).save(picture_path(Path(self.output_dir), item.image_path or "", class_name))
 
     def on_predict_batch_end(
         self,

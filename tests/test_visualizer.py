@@ -58,5 +58,6 @@ def test_each_saved_picture_is_captioned_with_its_own_class_score_and_verdict(
     MultiClassImageVisualizer(field_size=(64, 64)).on_predict_batch_end(trainer, module, None, batch, 0)
     assert captions == ["hazelnut_toy | score 0.700 | ANOMALOUS", "bottle | score 0.200 | normal"]
     saved = sorted((tmp_path / "images").rglob("*.png"))
-    assert len(saved) == 2
+    # One folder per retrieved class (the images name none), as the README says.
+    assert [path.relative_to(tmp_path / "images").parts[0] for path in saved] == ["bottle", "hazelnut_toy"]
     assert all(Image.open(path).height > 64 for path in saved)
