@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from anomalib_pnpt.data.demo import main
-from anomalib_pnpt.data.kit import KIT_DEFECTS, PARTS, kit_defect, kit_image
+from anomalib_pnpt.data.kit import KIT_DEFECTS, PALETTE, kit_defect, kit_image
 
 
 def _saturation(pixels: np.ndarray) -> np.ndarray:
@@ -31,14 +31,14 @@ def test_one_command_writes_every_logical_defect_with_its_mask(tmp_path: Path) -
             assert 0 < mask.mean() < 0.05  # a part or two, never the whole tray
 
 
-def test_a_missing_part_leaves_its_slot_grey_and_a_wrong_colour_is_another_parts() -> None:
+def test_a_missing_part_leaves_its_slot_grey_and_a_wrong_colour_is_a_normal_one() -> None:
     image, mask, name = kit_defect(128, np.random.default_rng(3), KIT_DEFECTS.index("missing"))
     assert name == "missing"
     assert _saturation(image[mask]).mean() < 0.1  # the empty slot, where a saturated part should be
-    colours = np.array([part.colour for part in PARTS])
+    colours = np.array(PALETTE)
     for seed in range(4):
         image, mask, _ = kit_defect(128, np.random.default_rng(seed), KIT_DEFECTS.index("wrong_colour"))
-        # The part's pixels are one of the parts' colours (up to the lighting), not a new one.
+        # The recoloured part is in a colour of the palette (up to the lighting): a colour the pair has on normal trays.
         inside = image[mask] / image[mask].max(-1, keepdims=True)
         nearest = np.linalg.norm(inside[:, None] - colours / colours.max(-1, keepdims=True), axis=-1).min(1)
         assert np.median(nearest) < 0.05
