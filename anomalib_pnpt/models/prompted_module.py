@@ -291,6 +291,25 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         trainer = self._trainer
         return trainer.profiler.profile(f"[{type(self).__name__}] {action}") if trainer is not None else nullcontext()
 
+    # Training batches per epoch on which the network's fit is measured against its prior (``log_fit``).
+    fit_batches: int = 8
+
+    def log_fit(self, batch_idx: int, measure: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Log the network's noise-free loss and its prior's on the epoch's first ``fit_batches`` training batches.
+
+        ``fit_network_loss`` below ``fit_prior_loss`` (PNPT: the class mean; OneNIP: the prompt) means the network
+        reconstructs its training images better than the normal reference it is given: it has learnt something.
+        The CSV logger of the shipped configs records both per epoch (the learning curve against the prior).
+
+        Args:
+            batch_idx: Index of the training batch in its epoch.
+            measure: Returns ``{"network": ..., <reference name>: ...}`` for the batch.
+        """
+        if batch_idx >= self.fit_batches:
+            return
+        for name, value in measure().items():
+            self.log(f"fit_{name}_loss", value, on_step=False, on_epoch=True)
+
     def cached_features(
         self,
         images: torch.Tensor,

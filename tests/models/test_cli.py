@@ -80,6 +80,9 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
     # The config's CSV logger: a file the user can open during training, with the loss curve in it.
     metrics = next((tmp_path / "logs").rglob("metrics.csv")).read_text().splitlines()
     assert "train_loss" in metrics[0] and len(metrics) > 1
+    # and the network's noise-free fit beside its prior's (PNPT: the class mean) or prompt's (OneNIP), per epoch
+    reference = "fit_prior_loss" if name == "Pnpt" else "fit_prompt_loss"
+    assert "fit_network_loss" in metrics[0] and reference in metrics[0]
 
     tested = _run(["test", *config, "--ckpt_path", str(checkpoint), "--default_root_dir", str(tmp_path / "test")])
     assert "retrieval_accuracy" in tested.stdout

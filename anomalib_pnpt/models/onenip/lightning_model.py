@@ -344,9 +344,8 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         return super().prompt_pool_ready() and self.model.training_prompts.numel() > 0
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
+    def training_step(self, batch: Batch, batch_idx: int = 0) -> STEP_OUTPUT:
         """OneNIP loss: reconstruction from a same-class prompt, restoration of synthetic anomalies, Dice."""
-        del args, kwargs
         images = batch.image
         with self.profile("features (cache or backbone)"):
             features = self._clean_features(images, getattr(batch, "image_path", None))
@@ -363,6 +362,7 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         for name in ("reconstruction", "restoration", "dice"):
             if name in losses:
                 self.log(f"train_{name}", losses[name], on_epoch=True, batch_size=len(images))
+        self.log_fit(batch_idx, lambda: self.model.fit_losses(features, class_ids))
         return {"loss": losses["loss"]}
 
     def _synthetic_copies(self, images: torch.Tensor, paths: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import FrozenFeatureExtractor, joined_maps
 from anomalib_pnpt.feature_jitter import feature_jitter
@@ -364,6 +365,31 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             refined = self.refine(torch.cat([features, synthetic_features]), both, image_size)
             masks = torch.cat([torch.zeros_like(synthetic_masks), synthetic_masks])
         return self.loss(features, reconstruction, restoration, refined, masks)
+
+    @torch.no_grad()
+    def fit_losses(self, features: torch.Tensor, class_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """How well the network fits these (training) features, against the prompt it reconstructs from.
+
+        Both are ``MSE_rec`` without the training jitter: ``network`` of the reconstruction from a training prompt of
+        the image's class, ``prompt`` of that prompt's features taken as the reconstruction.
+
+        Args:
+            features: Backbone features of normal training images.
+            class_ids: Their classes.
+
+        Returns:
+            ``{"network": MSE_rec, "prompt": MSE(features, prompt)}`` (``prompt`` absent without prompts).
+        """
+        prompts = None if self.prompt_mode == "none" else self.training_prompt_features(class_ids)
+        training = self.training
+        self.eval()  # no jitter, no dropout
+        try:
+            losses = {"network": F.mse_loss(self.reconstruct(features, prompts), features)}
+        finally:
+            self.train(training)
+        if prompts is not None:
+            losses["prompt"] = F.mse_loss(prompts, features)
+        return losses
 
     def reconstruction_error(self, images: torch.Tensor) -> torch.Tensor:
         """``S_rec`` of pre-processed images (used to calibrate the refiner scale)."""

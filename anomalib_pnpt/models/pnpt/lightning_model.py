@@ -337,9 +337,8 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         """``PnptAnomalyMap.normal_scale``."""
         self.model.anomaly_map_generator.normal_scale.fill_(scale)
 
-    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
+    def training_step(self, batch: Batch, batch_idx: int = 0) -> STEP_OUTPUT:
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features (+ the restoration term, if set)."""
-        del args, kwargs
         with self.profile("features (cache or backbone)"):
             features = self.cached_features(
                 batch.image, getattr(batch, "image_path", None), self.model.extract_features
@@ -353,6 +352,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         with self.profile("network forward + loss"):
             loss = self.model.training_loss(features, synthetic_features, self.restoration_weight)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
+        self.log_fit(batch_idx, lambda: self.model.fit_losses(features))
         return {"loss": loss}
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -244,6 +244,29 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             loss = loss + restoration_weight * self.loss(features, *restored)
         return loss
 
+    @torch.no_grad()
+    def fit_losses(self, features: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """How well the network fits these (training) features, against the prior it starts from.
+
+        Both are Eq. 7 without the training jitter: ``network`` with the two streams' reconstructions, ``prior``
+        with the retrieved class mean as both (what a network that only copied its prior would score). Training
+        has earned the network its place where ``network`` falls below ``prior``.
+
+        Args:
+            features: Backbone features of normal training images.
+
+        Returns:
+            ``{"network": l_rec, "prior": l_rec of F* = F_prior}``.
+        """
+        training = self.training
+        self.eval()  # no jitter
+        try:
+            prior = self.retrieve_prior(features).prompts
+            network = self.loss(features, *self.reconstruct(features, prior if self.use_prior else None))
+        finally:
+            self.train(training)
+        return {"network": network, "prior": self.loss(features, prior, prior)}
+
     def _training_prior(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
         return self.retrieve_prior(features).prompts if self.use_prior else None
 
