@@ -35,6 +35,7 @@ import torch
 from epoch_selection import EpochSelection
 from learning_curve import LearningCurve
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
 
 from anomalib_pnpt.evaluation.per_class import METRICS
 from anomalib_pnpt.model_factory import build_model
@@ -236,7 +237,8 @@ def run_job(job: HarnessJob) -> list[dict[str, Any]]:
         max_epochs=job.max_epochs,
         accelerator=job.accelerator,
         callbacks=callbacks,
-        logger=False,
+        # train_loss and the networks' fit against their prior per epoch (fit_*_loss): <job>/metrics.csv
+        logger=CSVLogger(save_dir=output_dir, name="", version=""),
         enable_progress_bar=False,
         # Validation only feeds anomalib's normalisation statistics: once, after the last epoch, is enough.
         check_val_every_n_epoch=job.max_epochs,

@@ -86,6 +86,7 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
             exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, HPE^-1's
             output is ``F*`` itself). Needs ``use_prior``.
+        norm_first: Pre-LN SACE/CSCD blocks (not in the paper, whose Eq. 3-5 are post-LN: ``False``).
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -120,6 +121,7 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         memory_aggregation: str = "joined",
         memory_score_weight: float | None = None,
         prior_residual: bool = False,
+        norm_first: bool = False,
     ) -> None:
         super().__init__()
         if prior_residual and not use_prior:
@@ -161,8 +163,12 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         ffn_dim = ffn_dim or 4 * hidden_dim
         self.semantic_tokens = nn.Parameter(torch.zeros(1, num_semantic_tokens, hidden_dim))
         nn.init.trunc_normal_(self.semantic_tokens, std=0.02)
-        self.sace = nn.ModuleList(SaceLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
-        self.cscd = nn.ModuleList(CscdLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
+        self.sace = nn.ModuleList(
+            SaceLayer(hidden_dim, num_heads, ffn_dim, dropout, norm_first) for _ in range(num_layers)
+        )
+        self.cscd = nn.ModuleList(
+            CscdLayer(hidden_dim, num_heads, ffn_dim, dropout, norm_first) for _ in range(num_layers)
+        )
         self.loss = DualCosineLoss()
         self.anomaly_map_generator = PnptAnomalyMap(fusion_weight=fusion_weight, sigma=sigma, top_k=score_top_k)
 

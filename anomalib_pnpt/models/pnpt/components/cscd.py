@@ -34,12 +34,13 @@ class CscdLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout in attention and FFN.
+        norm_first: Pre-LN blocks (not the paper's post-LN Eq. 5; see ``transformer_blocks``).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, norm_first: bool = False) -> None:
         super().__init__()
-        self.condition_attention = ResidualAttention(dim, num_heads, dropout)
-        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+        self.condition_attention = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
 
     def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Decode ``tokens (B, L, C)`` conditioned on ``condition (B, N, C)`` (Eq. 5)."""

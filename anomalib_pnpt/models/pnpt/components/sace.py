@@ -58,17 +58,18 @@ class SaceLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout in attention and FFN.
+        norm_first: Pre-LN blocks (not the paper's post-LN Eq. 3-4; see ``transformer_blocks``).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, norm_first: bool = False) -> None:
         super().__init__()
         # Eq. 3: the post-LN encoder block (self-attention + FFN), shared by both streams.
-        self.self_attention = ResidualAttention(dim, num_heads, dropout)
-        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+        self.self_attention = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
         # Eq. 4: the second-order cross-attention of the semantic tokens, then their FFN.
-        self.align_prior = ResidualAttention(dim, num_heads, dropout)
-        self.align_self = ResidualAttention(dim, num_heads, dropout)
-        self.semantic_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
+        self.align_prior = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
+        self.align_self = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
+        self.semantic_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """The encoder block of Eq. 3: ``X = LN(SA(X) + X); X = LN(FFN(X) + X)``."""
