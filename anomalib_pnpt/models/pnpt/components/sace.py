@@ -50,6 +50,18 @@ EARLIER_KEYS = {
 }
 
 
+class _SelfAttention(nn.Module):
+    """A residual attention block used as self-attention (``nn.Sequential`` passes one argument)."""
+
+    def __init__(self, attention: ResidualAttention) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Attend from ``tokens`` to themselves."""
+        return self.attention(tokens, tokens)
+
+
 class SaceLayer(nn.Module):
     """One SACE layer of PNPT (Eq. 3-4).
 
@@ -59,13 +71,31 @@ class SaceLayer(nn.Module):
         ffn_dim: FFN hidden width.
         dropout: Dropout in attention and FFN.
         norm_first: Pre-LN blocks (not the paper's post-LN Eq. 3-4; see ``transformer_blocks``).
+        separate_streams: The prior stream gets an encoder block of its own (the paper's "separately"; default:
+            shared).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, norm_first: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        separate_streams: bool = False,
+    ) -> None:
         super().__init__()
         # Eq. 3: the post-LN encoder block (self-attention + FFN), shared by both streams.
         self.self_attention = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
         self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
+        self.prior_encoder = (
+            nn.Sequential(
+                _SelfAttention(ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)),
+                ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first),
+            )
+            if separate_streams
+            else None
+        )
         # Eq. 4: the second-order cross-attention of the semantic tokens, then their FFN.
         self.align_prior = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
         self.align_self = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
@@ -92,16 +122,21 @@ class SaceLayer(nn.Module):
             ``(R_prior, R_self, E_S(l))``.
         """
         if semantic is None:
-            return (self.encode(prior) if prior is not None else None), self.encode(own), None
+            encode_prior = self.prior_encoder or self.encode
+            return (encode_prior(prior) if prior is not None else None), self.encode(own), None
         count = semantic.shape[1]
         if prior is None:
             encoded_self = self.encode(torch.cat([own, semantic], dim=1))
             return None, encoded_self[:, :-count], encoded_self[:, -count:]
-        # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
-        # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
-        encoded_self, encoded_prior = self.encode(
-            torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
-        ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
+        if self.prior_encoder is not None:
+            encoded_self = self.encode(torch.cat([own, semantic], dim=1))
+            encoded_prior = self.prior_encoder(torch.cat([prior, semantic], dim=1))
+        else:
+            # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
+            # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
+            encoded_self, encoded_prior = self.encode(
+                torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
+            ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
         r_self, semantic_self = encoded_self[:, :-count], encoded_self[:, -count:]
         r_prior, semantic_prior = encoded_prior[:, :-count], encoded_prior[:, -count:]
         aligned_prior = self.align_prior(semantic_prior, semantic_self)  # R'_S(p), Eq. 4 first line
