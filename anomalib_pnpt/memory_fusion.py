@@ -73,7 +73,7 @@ class MemoryFusedNetwork:
             (``None``: all).
         memory_stride: Stride of the memory's patch grid (the maps are resized to it). PatchCore keeps its memory
             at 8 (Lite2 stages 2-3 at stride 8: magnetic_tile image AUROC 96.8 against 93.8 at 16,
-            ``benchmarks/patch_memory_stride_probe.py``).
+            ``benchmarks/FINDINGS.md``).
         memory_weight: ``w`` of the fused map (0: the network alone, the paper).
         memory_score_weight: ``w_s`` of the map the image score is taken from (``None``: ``memory_weight``); only
             with ``memory_weight > 0`` (the memory is built only then).
