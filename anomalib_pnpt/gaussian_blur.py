@@ -22,8 +22,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -62,9 +60,3 @@ class SeparableGaussianBlur(nn.Module):
         """Blur ``maps (B, 1, H, W)``; the output has the same shape."""
         padded = F.pad(maps, (self.radius,) * 4, mode=self.border_type)
         return F.conv2d(F.conv2d(padded, self.vertical), self.horizontal)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Checkpoints written while this was anomalib's GaussianBlur2d carry its 2-D kernel buffer; it is
-        # recomputed from sigma here, so drop it instead of failing a strict load.
-        state_dict.pop(f"{prefix}kernel", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -276,9 +276,9 @@ class ClassPatchMemory(nn.Module):
         return (local - self.nearest_patches(local, class_ids)).pow(2).sum(dim=1, keepdim=True).sqrt()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The memory's size is data-dependent, and checkpoints from before it have none: adopt the saved shapes.
+        # The memory's size is data-dependent: adopt the saved shapes before the copy.
         for name, buffer in list(self._buffers.items()):
-            saved = state_dict.setdefault(prefix + name, buffer.new_zeros((0,) * buffer.ndim))
+            saved = state_dict.get(prefix + name, buffer)
             if saved.shape != buffer.shape:
                 self._buffers[name] = torch.empty_like(saved, device=buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -287,16 +287,6 @@ class PerClassPostProcessor(PostProcessor):
         if self.unknown_class.num_classes:
             self.unknown_class.remove(index)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Checkpoints written before the table existed keep one buffer per statistic ("class_<name>") and the global
-        # values in anomalib's buffers: read them into the table, so that trained models keep loading.
-        legacy = [f"{prefix}class_{name}" for name in STATISTICS]
-        if all(key in state_dict for key in legacy):
-            state_dict[f"{prefix}table.per_class"] = torch.stack([state_dict.pop(key) for key in legacy], dim=1)
-            overall = ("_image_threshold", "image_min", "image_max", "_pixel_threshold", "pixel_min", "pixel_max")
-            state_dict[f"{prefix}table.overall"] = torch.stack([state_dict[prefix + name] for name in overall])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     # ---------------------------------------------------------------- application
     def forward(
         self,

@@ -326,10 +326,6 @@ class PromptPool(nn.Module):
         return entry_similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        keys = state_dict.get(prefix + "keys")
-        if prefix + "trained" not in state_dict and keys is not None:
-            # A checkpoint from before the flag: its classes are taken as the ones the network trained with.
-            state_dict[prefix + "trained"] = torch.ones(keys.shape[0], dtype=torch.bool)
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
         for name, buffer in list(self._buffers.items()):
             saved = state_dict.get(prefix + name)

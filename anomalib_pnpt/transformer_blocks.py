@@ -10,9 +10,9 @@ Both papers use the original (post-LN) transformer layer: ``x = LN(x + Attention
   ``pos``); PNPT gives none (``pos=None``);
 * masks: OneNIP's encoder and decoder attend through UniAD's neighbour mask (``mask``, additive);
 * activation: PNPT's FFN uses GELU, OneNIP's ReLU (its official recipe);
-* dropout: inside the attention weights and, for OneNIP, also on the residual branches (``residual_dropout``);
-* ``norm_first``: the pre-LN form, ``x = x + Attention(LN(x), LN(memory))`` and ``x = x + FFN(LN(x))`` (not in
-  either paper: a convergence lever, measured in ``benchmarks/FINDINGS.md``).
+* dropout: inside the attention weights and, for OneNIP, also on the residual branches (``residual_dropout``).
+
+The pre-LN form fits PNPT's training images better and detects worse (``benchmarks/FINDINGS.md``): post-LN stays.
 
 PNPT's SACE and CSCD layers and OneNIP's encoder and bidirectional decoder compose these two blocks.
 
@@ -43,17 +43,13 @@ class ResidualAttention(nn.Module):
         num_heads: Attention heads.
         dropout: Dropout on the attention weights.
         residual_dropout: Dropout on the attention's output before the residual sum (OneNIP: ``dropout``).
-        norm_first: Pre-LN: normalise query and memory before the attention, not the sum after it.
     """
 
-    def __init__(
-        self, dim: int, num_heads: int, dropout: float = 0.0, residual_dropout: float = 0.0, norm_first: bool = False
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, residual_dropout: float = 0.0) -> None:
         super().__init__()
         self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.dropout = nn.Dropout(residual_dropout)
         self.norm = nn.LayerNorm(dim)
-        self.norm_first = norm_first
 
     def forward(
         self,
@@ -73,16 +69,9 @@ class ResidualAttention(nn.Module):
         Returns:
             The updated query tokens.
         """
-        residual = query
-        if self.norm_first:
-            normed = self.norm(query)
-            memory = normed if memory is query else self.norm(memory)
-            query = normed
         query_in, key_in = (query, memory) if pos is None else (query + pos, memory + pos)
         attended = self.attention(query_in, key_in, memory, attn_mask=mask, need_weights=False)[0]
-        if self.norm_first:
-            return residual + self.dropout(attended)
-        return self.norm(residual + self.dropout(attended))
+        return self.norm(query + self.dropout(attended))
 
 
 class ResidualFeedForward(nn.Module):
@@ -93,12 +82,9 @@ class ResidualFeedForward(nn.Module):
         ffn_dim: Hidden width.
         dropout: Dropout rate (after the activation and after ``W2``).
         activation: ``"gelu"`` (PNPT) or ``"relu"`` (OneNIP).
-        norm_first: Pre-LN: ``x + FFN(LN(x))``.
     """
 
-    def __init__(
-        self, dim: int, ffn_dim: int, dropout: float = 0.0, activation: str = "gelu", norm_first: bool = False
-    ) -> None:
+    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0, activation: str = "gelu") -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             msg = f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}."
@@ -111,32 +97,7 @@ class ResidualFeedForward(nn.Module):
             nn.Dropout(dropout),
         )
         self.norm = nn.LayerNorm(dim)
-        self.norm_first = norm_first
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Apply the residual FFN to ``tokens (B, L, C)``."""
-        if self.norm_first:
-            return tokens + self.ffn(self.norm(tokens))
         return self.norm(tokens + self.ffn(tokens))
-
-
-def rename_state_keys(state_dict: dict[str, torch.Tensor], prefix: str, renames: dict[str, str]) -> None:
-    """Rename checkpoint keys under ``prefix`` in place (``old_start -> new_start``), for earlier checkpoints.
-
-    Args:
-        state_dict: The state dict being loaded.
-        prefix: The loading module's prefix.
-        renames: Key starts (relative to ``prefix``) and what they became.
-
-    Example:
-        >>> state = {"m.norm.weight": 1}
-        >>> rename_state_keys(state, "m.", {"norm.": "ffn.norm."})
-        >>> state
-        {'m.ffn.norm.weight': 1}
-    """
-    for key in [key for key in state_dict if key.startswith(prefix)]:
-        local = key[len(prefix) :]
-        for old, new in renames.items():
-            if local.startswith(old):
-                state_dict[prefix + new + local[len(old) :]] = state_dict.pop(key)
-                break

@@ -103,9 +103,8 @@ class UnknownClassBound(nn.Module):
         return best, best < bound  # NaN bound: False
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Sized when fitted: adopt the checkpoint's size before the copy. A checkpoint written before this existed
-        # has no bounds: the model then never reports an unknown class (as before).
-        saved = state_dict.setdefault(prefix + "bounds", torch.empty(0))
+        # Sized when fitted: adopt the checkpoint's size before the copy.
+        saved = state_dict.get(prefix + "bounds", self.bounds)
         if saved.shape != self.bounds.shape:
             self.bounds = torch.empty_like(saved, device=self.bounds.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

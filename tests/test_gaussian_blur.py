@@ -1,14 +1,13 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The separable blur gives anomalib's 2-D Gaussian blur, and old checkpoints still load."""
+"""The separable blur gives anomalib's 2-D Gaussian blur."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from anomalib.models.components import GaussianBlur2d
-from torch import nn
 
 from anomalib_pnpt.gaussian_blur import SeparableGaussianBlur
 
@@ -32,12 +31,3 @@ def test_even_kernel_size_is_rejected() -> None:
     """An even kernel would shift the map by half a pixel."""
     with pytest.raises(ValueError, match="odd"):
         SeparableGaussianBlur(2.0, kernel_size=8)
-
-
-def test_loads_checkpoint_written_with_gaussian_blur2d() -> None:
-    """A state dict holding ``GaussianBlur2d``'s kernel buffer loads strictly; the kernels are not saved."""
-    old = nn.Sequential(GaussianBlur2d(sigma=4.0, channels=1, kernel_size=33))
-    new = nn.Sequential(SeparableGaussianBlur(4.0))
-    assert "0.kernel" in old.state_dict()
-    new.load_state_dict(old.state_dict(), strict=True)
-    assert new.state_dict() == {}

@@ -91,19 +91,3 @@ def test_anomalibs_own_threshold_state_is_left_alone() -> None:
         assert torch.isnan(getattr(post, name)), name
     assert float(post.image_threshold) == 12.0  # anomalib's public property reports the table's overall row
     assert float(post.pixel_threshold) == 12.0
-
-
-def test_checkpoint_of_the_earlier_layout_loads() -> None:
-    """Models saved with one buffer per statistic and the global values in anomalib's buffers keep working."""
-    post = _calibrated()
-    legacy = {name: value for name, value in post.state_dict().items() if not name.startswith("table.")}
-    for column, name in enumerate(("image_threshold", "image_min", "image_max", "pixel_threshold", "pixel_min")):
-        legacy[f"class_{name}"] = post.table.per_class[:, column].clone()
-    legacy["class_pixel_max"] = post.table.per_class[:, 5].clone()
-    for index, name in enumerate(("_image_threshold", "image_min", "image_max", "_pixel_threshold")):
-        legacy[name] = post.table.overall[index].clone()
-    legacy["pixel_min"], legacy["pixel_max"] = post.table.overall[4].clone(), post.table.overall[5].clone()
-    restored = PerClassPostProcessor()
-    restored.load_state_dict(legacy)
-    assert torch.equal(restored.table.per_class, post.table.per_class)
-    assert torch.equal(restored.table.overall, post.table.overall)

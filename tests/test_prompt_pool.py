@@ -77,11 +77,9 @@ def test_pool_marks_which_classes_the_network_trained_with() -> None:
     assert pool.trained.tolist() == [True, True, True, False, True]
     pool.remove_class(1)
     assert pool.trained.tolist() == [True, True, False, True]
-    # A checkpoint from before the flag: its classes count as trained.
-    old = {name: value for name, value in pool.state_dict().items() if name != "trained"}
     fresh = PromptPool(num_prompts=1)
-    fresh.load_state_dict(old)
-    assert fresh.trained.tolist() == [True] * 4
+    fresh.load_state_dict(pool.state_dict())  # the flags are saved with the pool
+    assert fresh.trained.tolist() == [True, True, False, True]
 
 
 def test_routing_reads_each_retrieved_classs_own_flag_with_several_entries_per_class() -> None:

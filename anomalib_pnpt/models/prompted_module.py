@@ -573,8 +573,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         self.adopt_checkpoint_arguments(checkpoint)
         super().on_load_checkpoint(checkpoint)
         self.prompt_categories = list(checkpoint.get("prompt_categories", []))
-        # Checkpoints from before the list: their classes are taken as the trained ones (as the pool's flags are).
-        self.trained_categories = list(checkpoint.get("trained_categories", self.prompt_categories))
+        self.trained_categories = list(checkpoint.get("trained_categories", []))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args, **kwargs) -> PromptedAnomalyModule:  # noqa: ANN002, ANN003

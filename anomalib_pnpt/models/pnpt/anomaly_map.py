@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -65,11 +64,6 @@ class PnptAnomalyMap(nn.Module):
             anomaly_map = anomaly_map + F.interpolate(distance, size=image_size, mode="bilinear", align_corners=False)
         anomaly_map = self.blur(anomaly_map)
         return anomaly_map, self.image_score(anomaly_map)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Checkpoints from before the scale existed: the scale of a map nothing is added to (1).
-        state_dict.setdefault(prefix + "normal_scale", torch.ones_like(self.normal_scale))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Image score ``(B,)``: the map's maximum, or the mean of its ``top_k`` highest pixels."""

@@ -86,9 +86,6 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
             exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, HPE^-1's
             output is ``F*`` itself). Needs ``use_prior``.
-        norm_first: Pre-LN SACE/CSCD blocks (not in the paper, whose Eq. 3-5 are post-LN: ``False``).
-        separate_streams: The prior stream's SACE encoder and CSCD blocks have weights of their own (the paper runs
-            the streams "separately" without saying whether they share weights; default: shared).
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -123,8 +120,6 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         memory_aggregation: str = "joined",
         memory_score_weight: float | None = None,
         prior_residual: bool = False,
-        norm_first: bool = False,
-        separate_streams: bool = False,
     ) -> None:
         super().__init__()
         if prior_residual and not use_prior:
@@ -166,17 +161,8 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         ffn_dim = ffn_dim or 4 * hidden_dim
         self.semantic_tokens = nn.Parameter(torch.zeros(1, num_semantic_tokens, hidden_dim))
         nn.init.trunc_normal_(self.semantic_tokens, std=0.02)
-        self.sace = nn.ModuleList(
-            SaceLayer(hidden_dim, num_heads, ffn_dim, dropout, norm_first, separate_streams) for _ in range(num_layers)
-        )
-        self.cscd = nn.ModuleList(
-            CscdLayer(hidden_dim, num_heads, ffn_dim, dropout, norm_first) for _ in range(num_layers)
-        )
-        self.prior_cscd = (
-            nn.ModuleList(CscdLayer(hidden_dim, num_heads, ffn_dim, dropout, norm_first) for _ in range(num_layers))
-            if separate_streams
-            else None
-        )
+        self.sace = nn.ModuleList(SaceLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
+        self.cscd = nn.ModuleList(CscdLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_layers))
         self.loss = DualCosineLoss()
         self.anomaly_map_generator = PnptAnomalyMap(fusion_weight=fusion_weight, sigma=sigma, top_k=score_top_k)
 
@@ -217,16 +203,13 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         own = self.hpe(features)
         prior_tokens = self.hpe(prior) if prior is not None else None
         semantic = self.semantic_tokens.expand(own.shape[0], -1, -1) if self.use_semantic_tokens else None
-        prior_cscds = self.prior_cscd if self.prior_cscd is not None else [None] * len(self.cscd)
-        for sace, cscd, prior_cscd in zip(self.sace, self.cscd, prior_cscds, strict=True):
+        for sace, cscd in zip(self.sace, self.cscd, strict=True):
             prior_tokens, own, semantic = sace(prior_tokens, own, semantic)
             if self.use_cscd:
                 # Without semantic tokens the prior stream itself is the condition (or the stream itself).
                 condition = semantic if semantic is not None else (prior_tokens if prior_tokens is not None else own)
                 if prior_tokens is None:
                     own = cscd(own, condition)
-                elif prior_cscd is not None:
-                    own, prior_tokens = cscd(own, condition), prior_cscd(prior_tokens, condition)
                 else:  # shared weights: both streams as one batch, as in SACE
                     both = cscd(torch.cat([own, prior_tokens]), torch.cat([condition, condition]))
                     own, prior_tokens = both.unflatten(0, (2, -1))  # unflatten, not chunk: keeps batch dynamic

@@ -15,15 +15,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward, rename_state_keys
+from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward
 
 # Checkpoints written before the blocks were shared with OneNIP (anomalib_pnpt/transformer_blocks.py).
-EARLIER_KEYS = {"self_attention.": "condition_attention.", "ffn.": "ffn.ffn.", "norm.": "ffn.norm."}
 
 
 class CscdLayer(nn.Module):
@@ -34,19 +31,13 @@ class CscdLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout in attention and FFN.
-        norm_first: Pre-LN blocks (not the paper's post-LN Eq. 5; see ``transformer_blocks``).
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, norm_first: bool = False) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.condition_attention = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
-        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
+        self.condition_attention = ResidualAttention(dim, num_heads, dropout)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
 
     def forward(self, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Decode ``tokens (B, L, C)`` conditioned on ``condition (B, N, C)`` (Eq. 5)."""
         return self.ffn(self.condition_attention(tokens, condition))
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        if f"{prefix}norm.weight" in state_dict:  # an earlier checkpoint: its keys, renamed
-            rename_state_keys(state_dict, prefix, EARLIER_KEYS)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

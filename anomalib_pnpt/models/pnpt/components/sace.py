@@ -8,7 +8,8 @@ One SACE layer (PNPT, Eq. 3-4):
 1. ``N`` semantic tokens ``E_S`` are appended to each stream's patch tokens and each sequence goes through
    a post-LN transformer encoder block (self-attention + FFN, Eq. 3). The block's weights are shared by the
    prior and the self stream (the paper runs them "separately"; sharing keeps both streams in one feature
-   space and halves the parameters).
+   space and halves the parameters; separate weights fitted better and detected no better,
+   ``benchmarks/FINDINGS.md``).
 2. The outputs are split into patch tokens ``R_prior``, ``R_self`` (queries of the CSCD layer) and the
    two semantic outputs ``R_S(p)``, ``R_S(s)``.
 3. Second-order cross-attention aligns the semantic tokens of the two streams (Eq. 4)::
@@ -33,33 +34,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward, rename_state_keys
+from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward
 
 # Checkpoints written before the blocks were shared with OneNIP (anomalib_pnpt/transformer_blocks.py).
-EARLIER_KEYS = {
-    "encoder.self_attention.": "self_attention.",
-    "encoder.ffn.": "ffn.ffn.",
-    "encoder.norm.": "ffn.norm.",
-    "semantic_ffn.": "semantic_ffn.ffn.",
-    "semantic_norm.": "semantic_ffn.norm.",
-}
-
-
-class _SelfAttention(nn.Module):
-    """A residual attention block used as self-attention (``nn.Sequential`` passes one argument)."""
-
-    def __init__(self, attention: ResidualAttention) -> None:
-        super().__init__()
-        self.attention = attention
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Attend from ``tokens`` to themselves."""
-        return self.attention(tokens, tokens)
 
 
 class SaceLayer(nn.Module):
@@ -70,36 +50,17 @@ class SaceLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout in attention and FFN.
-        norm_first: Pre-LN blocks (not the paper's post-LN Eq. 3-4; see ``transformer_blocks``).
-        separate_streams: The prior stream gets an encoder block of its own (the paper's "separately"; default:
-            shared).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float = 0.0,
-        norm_first: bool = False,
-        separate_streams: bool = False,
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         # Eq. 3: the post-LN encoder block (self-attention + FFN), shared by both streams.
-        self.self_attention = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
-        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
-        self.prior_encoder = (
-            nn.Sequential(
-                _SelfAttention(ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)),
-                ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first),
-            )
-            if separate_streams
-            else None
-        )
+        self.self_attention = ResidualAttention(dim, num_heads, dropout)
+        self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
         # Eq. 4: the second-order cross-attention of the semantic tokens, then their FFN.
-        self.align_prior = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
-        self.align_self = ResidualAttention(dim, num_heads, dropout, norm_first=norm_first)
-        self.semantic_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu", norm_first=norm_first)
+        self.align_prior = ResidualAttention(dim, num_heads, dropout)
+        self.align_self = ResidualAttention(dim, num_heads, dropout)
+        self.semantic_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="gelu")
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """The encoder block of Eq. 3: ``X = LN(SA(X) + X); X = LN(FFN(X) + X)``."""
@@ -122,29 +83,19 @@ class SaceLayer(nn.Module):
             ``(R_prior, R_self, E_S(l))``.
         """
         if semantic is None:
-            encode_prior = self.prior_encoder or self.encode
-            return (encode_prior(prior) if prior is not None else None), self.encode(own), None
+            return (self.encode(prior) if prior is not None else None), self.encode(own), None
         count = semantic.shape[1]
         if prior is None:
             encoded_self = self.encode(torch.cat([own, semantic], dim=1))
             return None, encoded_self[:, :-count], encoded_self[:, -count:]
-        if self.prior_encoder is not None:
-            encoded_self = self.encode(torch.cat([own, semantic], dim=1))
-            encoded_prior = self.prior_encoder(torch.cat([prior, semantic], dim=1))
-        else:
-            # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
-            # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
-            encoded_self, encoded_prior = self.encode(
-                torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
-            ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
+        # The encoder is shared, so both streams go through it as one batch: one matrix product per weight
+        # instead of two small ones (the same numbers; OpenVINO FP32 on 2 cores, batch 1: 30.7 -> 28.9 ms).
+        encoded_self, encoded_prior = self.encode(
+            torch.cat([torch.cat([own, semantic], dim=1), torch.cat([prior, semantic], dim=1)])
+        ).unflatten(0, (2, -1))  # unflatten, not chunk: chunk pins the batch size in torch.export
         r_self, semantic_self = encoded_self[:, :-count], encoded_self[:, -count:]
         r_prior, semantic_prior = encoded_prior[:, :-count], encoded_prior[:, -count:]
         aligned_prior = self.align_prior(semantic_prior, semantic_self)  # R'_S(p), Eq. 4 first line
         fused = self.align_self(semantic_self, aligned_prior)  # Z, Eq. 4 second line
         fused = self.semantic_ffn(fused)  # E_S(l) = LN(FFN(Z) + Z), Eq. 4 third line
         return r_prior, r_self, fused
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        if f"{prefix}encoder.norm.weight" in state_dict:  # an earlier checkpoint: its keys, renamed
-            rename_state_keys(state_dict, prefix, EARLIER_KEYS)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
