@@ -140,8 +140,9 @@ class CheckpointArguments:
             if name not in COMPONENTS:
                 setattr(self, name, child)
         for name, value in vars(other).items():
-            # Public plain attributes (torch's and Lightning's internals start with "_"; "training" is the mode).
-            taken = name not in COMPONENTS and name != "training" and not isinstance(value, nn.Module)
+            # Public plain attributes (torch's and Lightning's internals start with "_"; "training" is the mode;
+            # what the user gave stays what the user gave).
+            taken = name not in COMPONENTS | {"training", "given"} and not isinstance(value, nn.Module)
             if taken and not name.startswith("_"):
                 setattr(self, name, value)
 
