@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anomalib_pnpt.models.pnpt.components import CscdLayer, SaceLayer
 from anomalib_pnpt.transformer_blocks import ResidualAttention, ResidualFeedForward
 
 
@@ -35,31 +34,3 @@ def test_feed_forward_activation_is_an_argument() -> None:
     assert not torch.allclose(gelu(tokens), relu(tokens))
     with pytest.raises(ValueError, match="activation"):
         ResidualFeedForward(dim=8, ffn_dim=16, activation="swish")
-
-
-@pytest.mark.parametrize("layer", [SaceLayer, CscdLayer])
-def test_checkpoints_of_the_earlier_pnpt_blocks_load_with_the_same_outputs(layer: type) -> None:
-    """A state dict in the keys PNPT's layers had before the blocks were shared loads into the same function."""
-    torch.manual_seed(0)
-    new = layer(dim=16, num_heads=2, ffn_dim=32).eval()
-    earlier = {
-        SaceLayer: {
-            "self_attention.": "encoder.self_attention.",
-            "ffn.ffn.": "encoder.ffn.",
-            "ffn.norm.": "encoder.norm.",
-            "semantic_ffn.ffn.": "semantic_ffn.",
-            "semantic_ffn.norm.": "semantic_norm.",
-        },
-        CscdLayer: {"condition_attention.": "self_attention.", "ffn.ffn.": "ffn.", "ffn.norm.": "norm."},
-    }[layer]
-    state = {}
-    for key, value in new.state_dict().items():
-        old = next((old + key[len(start) :] for start, old in earlier.items() if key.startswith(start)), key)
-        state[old] = value
-    assert state.keys() != new.state_dict().keys()
-    restored = layer(dim=16, num_heads=2, ffn_dim=32).eval()
-    restored.load_state_dict(state)  # strict: every earlier key has its place
-    tokens, semantic = torch.rand(2, 6, 16), torch.rand(2, 3, 16)
-    arguments = (tokens, tokens, semantic) if layer is SaceLayer else (tokens, semantic)
-    for first, second in zip(new(*arguments), restored(*arguments), strict=True):
-        torch.testing.assert_close(first, second)

@@ -44,12 +44,3 @@ def test_post_processor_labels_unknown_images_anomalous_with_score_one() -> None
     result = post(InferenceBatch(pred_score=torch.tensor([1.0, 1.0])), ids, unknown)
     assert result.pred_label.tolist() == [False, True]
     assert result.pred_score[1] == 1.0
-
-
-def test_checkpoints_written_before_the_bound_load_and_never_flag() -> None:
-    state = PerClassPostProcessor().state_dict()
-    del state["unknown_class.bounds"]
-    post = PerClassPostProcessor()
-    post.load_state_dict(state)
-    assert post.unknown_class.num_classes == 0
-    assert not post.unknown_class(torch.tensor([0]), torch.tensor([[0.0]]))[1].any()

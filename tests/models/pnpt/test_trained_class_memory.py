@@ -105,14 +105,6 @@ def test_an_added_class_gets_its_memory_too() -> None:
     assert torch.isfinite(output.pred_score).all()
 
 
-def test_a_checkpoint_from_before_the_scale_loads_with_scale_one() -> None:
-    model = _fused_model()
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith("normal_scale")}
-    fresh = calibrated_model("Pnpt", **FUSED)
-    fresh.load_state_dict(state)
-    assert float(fresh.model.anomaly_map_generator.normal_scale) == 1.0
-
-
 def test_the_export_holds_the_fused_map(tmp_path: Path) -> None:
     assert_openvino_export_scores_as_torch(_fused_model(), class_images([0, 1, 2], seed=4), tmp_path)
 
