@@ -10,7 +10,7 @@ Three classes that look clearly different (so class retrieval is meaningful) and
 * ``weave``: a woven stripe texture (a texture class); defects: a bright blob, a patch of rotated stripes.
 * ``tiles``: a grid of tiles with grout lines; defects: a discoloured tile, a crack.
 * ``kit`` (not in the default set): a tray of six parts whose defects are made only of normal parts -- a part
-  missing, duplicated, swapped or in another part's colour, and the wrong count (:mod:`anomalib_pnpt.data.kit`).
+  missing, duplicated or swapped, a matched pair in two colours, the wrong count (:mod:`anomalib_pnpt.data.kit`).
   Its benchmark size, 200 training and 100 test images at 256 px, is one command:
   ``anomalib-pnpt demo-data --output datasets/logical --categories kit --n-train 200 --n-test-normal 50
   --n-test-defect 50 --image-size 256``.
