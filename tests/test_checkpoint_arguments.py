@@ -59,8 +59,7 @@ def test_a_given_argument_that_contradicts_the_checkpoint_stops_the_load(name: s
     # Arguments that only shape training are the caller's (a resumed fit with another learning rate).
     _restore(CLASSES[name](backbone="tf_efficientnet_lite0", learning_rate=0.123, pre_trained=False), path)
     # load_from_checkpoint's keyword arguments are overrides the caller asked for.
-    assert (
-        CLASSES[name].load_from_checkpoint(path, alpha=0.25)
-        if name == "OneNip"
-        else CLASSES[name].load_from_checkpoint(path, sigma=2.0).hparams["hidden_dim"] == 32
-    )
+    override = {"alpha": 0.25} if name == "OneNip" else {"sigma": 2.0}
+    loaded = CLASSES[name].load_from_checkpoint(path, **override)
+    assert loaded.hparams["hidden_dim"] == 32  # the checkpoint's
+    assert {key: loaded.hparams[key] for key in override} == override  # and the caller's override
