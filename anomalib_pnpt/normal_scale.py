@@ -3,11 +3,11 @@
 
 """A network's normal range: the largest value of its map on normal TRAINING images, refreshed as it trains.
 
-Two maps are added only on one scale. OneNIP adds its refiner's probabilities to its reconstruction error, and
-both models can add a patch memory's distances (:mod:`~anomalib_pnpt.memory_fusion`); each brings the other map
-to the network's range ``s``, the largest value of the network's own map over ``calibration_images`` normal
-training images (never test images). The map changes while the network trains, so ``s`` is measured again before
-every validation during fitting, at the end of training, and before any evaluation made during training
+Two maps are added only on one scale. OneNIP adds its refiner's probabilities to its reconstruction error, and a
+network with a patch memory adds the memory's distances (:mod:`~anomalib_pnpt.models.memory.fusion`); each brings
+the other map to the network's range ``s``, the largest value of the network's own map over ``calibration_images``
+normal training images (never test images). The map changes while the network trains, so ``s`` is measured again
+before every validation during fitting, at the end of training, and before any evaluation made during training
 (:meth:`NormalScaleCalibration.prepare_for_evaluation`, which the learning-curve callback calls).
 
 A module mixes :class:`NormalScaleCalibration` in and says whether it needs the scale, how its map is made and

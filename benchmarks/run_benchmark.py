@@ -33,6 +33,17 @@ from invocation import command_line, data_root
 from anomalib_pnpt.data import MultiClassMVTecAD
 
 
+def _with_data_dir(value: Any, data_dir: str) -> Any:
+    """``value`` with ``$DATA`` replaced in every string, nested ones included (a network's ``init_args``)."""
+    if isinstance(value, str):
+        return value.replace("$DATA", data_dir)
+    if isinstance(value, dict):
+        return {key: _with_data_dir(item, data_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_data_dir(item, data_dir) for item in value]
+    return value
+
+
 def _run(job: HarnessJob) -> list[dict]:
     print(f"running {job.name} {job.mode} {job.categories}", flush=True)
     job_rows = run_job_in_subprocess(job)
@@ -77,10 +88,7 @@ def jobs_of(
                 HarnessJob(
                     name=spec["name"],
                     class_path=spec["class_path"],
-                    init_args={
-                        key: value.replace("$DATA", data_dir) if isinstance(value, str) else value
-                        for key, value in spec.get("init_args", {}).items()
-                    },
+                    init_args=_with_data_dir(spec.get("init_args", {}), data_dir),
                     root=root,
                     categories=group,
                     mode=mode,

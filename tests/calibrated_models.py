@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomalib_pnpt import OneNip, Pnpt
+from anomalib_pnpt import NetworkWithMemory, OneNip, Pnpt
 
 MODELS = {
     "Pnpt": (
@@ -42,6 +42,19 @@ def calibrated_model(name: str, **overrides: object) -> torch.nn.Module:
     torch.manual_seed(0)
     cls, arguments = MODELS[name]
     model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, **arguments, **overrides)
+    return _calibrated(model)
+
+
+def calibrated_memory_model(network: str, **overrides: object) -> NetworkWithMemory:
+    """:func:`calibrated_model`'s ``network`` fused with a patch memory (``overrides``: ``NetworkWithMemory``'s)."""
+    torch.manual_seed(0)
+    cls, arguments = MODELS[network]
+    init_args = {"backbone": "tf_efficientnet_lite0", "pre_trained": False, "image_size": 128, **arguments}
+    network_config = {"class_path": f"anomalib_pnpt.{cls.__name__}", "init_args": init_args}
+    return _calibrated(NetworkWithMemory(network_config, **overrides))
+
+
+def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
     images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
     model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
     model.prompt_categories = ["a", "b", "c"]
@@ -50,57 +63,22 @@ def calibrated_model(name: str, **overrides: object) -> torch.nn.Module:
     # Calibrate the per-class post-processor (as validation would) at the median, so that the exported
     # graph's per-class normalisation and thresholding produce both labels.
     with torch.no_grad():
-        raw, class_ids, similarity = model.model.predict(images)
+        raw = model.predict_images(images)
     model.post_processor.image_quantile = model.post_processor.pixel_quantile = 0.5
     model.post_processor.set_statistics(
-        class_ids, raw.pred_score, raw.anomaly_map, num_classes=3, similarity=similarity
+        raw.class_id, raw.pred_score, raw.anomaly_map, num_classes=3, similarity=raw.class_similarity
     )
     return model
 
 
-def brute_force_memory_distance(net: torch.nn.Module, images: torch.Tensor, class_id: int) -> torch.Tensor:
-    """Each location's distance to the nearest memory patch of ``class_id`` by exhaustive search, ``(B, 1, h, w)``.
-
-    ``net`` is a network with a trained-class patch memory (:class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`).
-    """
-    local = net.class_memory.local_patches(net.memory_features(images))
-    rows = net.class_memory.patches[net.class_memory.patch_classes == class_id]
+def brute_force_memory_distance(model: NetworkWithMemory, images: torch.Tensor, class_id: int) -> torch.Tensor:
+    """Each location's distance to the nearest memory patch of ``class_id`` by exhaustive search, ``(B, 1, h, w)``."""
+    memory = model.memory.class_memory
+    local = memory.local_patches(model.memory_features(images))
+    rows = memory.patches[memory.patch_classes == class_id]
     vectors = local.permute(0, 2, 3, 1).reshape(-1, local.shape[1])
     nearest = torch.cdist(vectors, rows, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
     return nearest.reshape(local.shape[0], *local.shape[2:]).unsqueeze(1)
-
-
-def assert_held_out_images_joined_the_memory(held_apart: torch.nn.Module, all_images: torch.nn.Module) -> None:
-    """``all_images`` (``memory_all_images=True``) holds both images of each class, scaled as ``held_apart`` is.
-
-    Both are :func:`calibrated_model` s of the same kind with a fused memory at sampling ratio 1, ``held_apart`` with
-    every class's first image held out of its memory.
-    """
-    net = all_images.model
-    assert net.class_memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
-    scales = held_apart.model.class_memory.normal_scales
-    assert torch.allclose(net.class_memory.normal_scales, scales)  # measured before they joined
-    images = held_apart.pre_processor.transform(class_images([0, 1, 2]))
-    with torch.no_grad():
-        for class_id in range(3):  # the held-out image is in the memory now
-            distance = brute_force_memory_distance(net, images[class_id : class_id + 1], class_id)
-            assert float(distance.amax()) == pytest.approx(0.0, abs=1e-4)
-
-
-def assert_the_score_takes_its_own_memory_weight(
-    fused: torch.nn.Module, score_from_memory: torch.nn.Module, memory_alone: torch.nn.Module
-) -> None:
-    """``score_from_memory`` (``memory_score_weight`` 1) maps as ``fused`` and scores as ``memory_alone`` (w 1).
-
-    The three are the same model but for those settings, their memories built from the same images.
-    """
-    images = fused.pre_processor.transform(class_images([0, 1, 2], seed=3))
-    with torch.no_grad():
-        plain, split, memory = (model.model.predict(images)[0] for model in (fused, score_from_memory, memory_alone))
-    assert torch.allclose(split.anomaly_map, plain.anomaly_map)
-    assert not torch.allclose(split.anomaly_map, memory.anomaly_map)
-    assert torch.allclose(split.pred_score, memory.pred_score)
-    assert not torch.allclose(split.pred_score, plain.pred_score)
 
 
 def assert_openvino_export_scores_as_torch(model: torch.nn.Module, images: torch.Tensor, folder: Path) -> None:

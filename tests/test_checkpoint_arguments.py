@@ -11,15 +11,24 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from anomalib_pnpt import OneNip, Pnpt
+from anomalib_pnpt import NetworkWithMemory, OneNip, Pnpt
 from anomalib_pnpt.checkpoint_arguments import CheckpointArgumentError
-from tests.calibrated_models import calibrated_model, class_images
+from tests.calibrated_models import calibrated_memory_model, calibrated_model, class_images
 
 CLASSES = {"Pnpt": Pnpt, "OneNip": OneNip}
+# A scoring setting that is not the default: left out on the command line, it would silently change every score.
+SCORING = {
+    "Pnpt": {"fusion_weight": 1.0},
+    "OneNip": {"alpha": 0.25},
+    "OneNip+memory": {"map_weight": 0.5, "score_weight": 0.5, "sampling_ratio": 1.0},
+}
 
 
 def _checkpoint(name: str, folder: Path, **overrides: object) -> tuple[torch.nn.Module, Path]:
-    model = calibrated_model(name, **overrides)
+    if name == "OneNip+memory":
+        model = calibrated_memory_model("OneNip", **overrides)
+    else:
+        model = calibrated_model(name, **overrides)
     trainer = Trainer(logger=False, enable_progress_bar=False, default_root_dir=folder)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(folder / "model.ckpt")
@@ -33,14 +42,15 @@ def _restore(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(checkpoint["state_dict"])
 
 
-@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("name", list(SCORING))
 def test_a_model_built_with_no_arguments_becomes_the_checkpoints_model(name: str, tmp_path: Path) -> None:
-    # Scored with a patch memory: left out on the command line, it would silently change every score.
-    trained, path = _checkpoint(name, tmp_path, memory_weight=0.5, memory_layers=[1, 2], memory_sampling_ratio=1.0)
-    loaded = CLASSES[name](pre_trained=False)  # the paper preset's architecture, no memory
+    trained, path = _checkpoint(name, tmp_path, **SCORING[name])
+    # As ``anomalib predict --model <class> --ckpt_path`` builds it: the default architecture, default scoring.
+    loaded = NetworkWithMemory() if name == "OneNip+memory" else CLASSES[name](pre_trained=False)
     _restore(loaded, path)
-    assert loaded.hparams["backbone"] == "tf_efficientnet_lite0"
-    assert loaded.hparams["memory_weight"] == 0.5
+    hparams = loaded.hparams["network"]["init_args"] if name == "OneNip+memory" else loaded.hparams
+    assert hparams["backbone"] == "tf_efficientnet_lite0"
+    assert {key: loaded.hparams.get(key, hparams.get(key)) for key in SCORING[name]} == SCORING[name]
     loaded.eval()
     images = class_images([0, 1, 2, 2], seed=5)
     with torch.no_grad():

@@ -160,3 +160,28 @@ class MultiClassGraphOutputs(NamedTuple):
     pred_category_id: torch.Tensor | None = None
     pred_category_similarity: torch.Tensor | None = None
     pred_unknown: torch.Tensor | None = None
+
+
+class PromptedPrediction(NamedTuple):
+    """What a prompt-pool network predicts (``PnptModel.predict``, ``OneNipModel.predict``): raw, uncalibrated.
+
+    anomalib's ``InferenceBatch`` fields the network makes, plus the class it retrieved and how similar the image
+    is to every class (the unknown-class rule reads it). The module calibrates these per retrieved class.
+
+    Attributes:
+        pred_score: ``(B,)`` image scores.
+        anomaly_map: ``(B, 1, H, W)`` anomaly maps.
+        class_id: ``(B,)`` retrieved class indices.
+        class_similarity: ``(B, C)`` similarity of every image to every class in the pool.
+
+    Example:
+        >>> scores, maps = torch.rand(2), torch.rand(2, 1, 8, 8)
+        >>> prediction = PromptedPrediction(scores, maps, torch.zeros(2).long(), torch.ones(2, 1))
+        >>> prediction.class_id.tolist()
+        [0, 0]
+    """
+
+    pred_score: torch.Tensor
+    anomaly_map: torch.Tensor
+    class_id: torch.Tensor
+    class_similarity: torch.Tensor

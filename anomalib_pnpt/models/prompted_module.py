@@ -19,8 +19,8 @@ graph, under those names, but hidden from the graph's outputs, so anomalib's sto
 unchanged; :func:`anomalib_pnpt.deploy.read_model` exposes them again. Classes can be added to and removed
 from a trained model (``add_class`` / ``remove_class``).
 
-A subclass sets ``self.model`` (with ``prompt_pool``, ``extract_features`` and ``predict(images) ->
-(InferenceBatch, class_ids, class_similarity)``) and implements ``build_prompt_pool`` and ``training_step``.
+A subclass sets ``self.model`` (with ``prompt_pool``, ``feature_extractor`` and ``predict(images, maps=None) ->
+PromptedPrediction``) and implements ``build_prompt_pool`` and ``training_losses``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch, ImageBatch
+from anomalib.data import Batch, ImageBatch, InferenceBatch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -45,7 +45,12 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.checkpoint_arguments import CheckpointArguments
 from anomalib_pnpt.data.dataset import load_rgb_array
-from anomalib_pnpt.data.items import MultiClassGraphOutputs, MultiClassImageBatch, MultiClassInferenceBatch
+from anomalib_pnpt.data.items import (
+    MultiClassGraphOutputs,
+    MultiClassImageBatch,
+    MultiClassInferenceBatch,
+    PromptedPrediction,
+)
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
@@ -161,7 +166,9 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         # ``TorchInferencer``'s outputs convert to numpy. Tracing for export keeps the graph free of the switch.
         with nullcontext() if self._tracing_graph else torch.no_grad():
             images = self.pre_processor(batch) if self.pre_processor else batch
-            predictions, class_ids, class_similarity = self.model.predict(images)
+            raw = self.predict_images(images)
+            class_ids, class_similarity = raw.class_id, raw.class_similarity
+            predictions = InferenceBatch(pred_score=raw.pred_score, anomaly_map=raw.anomaly_map)
             similarity, unknown = None, None
             if isinstance(self.post_processor, PerClassPostProcessor):
                 similarity, unknown = self.post_processor.unknown_class(class_ids, class_similarity)
@@ -294,6 +301,47 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
     # Training batches per epoch on which the network's fit is measured against its prior (``log_fit``).
     fit_batches: int = 8
 
+    def training_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Callable[[], dict[str, torch.Tensor]]]:
+        """The batch's losses (``"loss"`` is optimised, the others logged) and how to measure the network's fit.
+
+        Args:
+            batch: A training batch.
+
+        Returns:
+            ``(losses, measure)``: ``measure()`` returns ``{"network": ..., <reference name>: ...}`` (:meth:`log_fit`).
+        """
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, batch_idx: int = 0) -> STEP_OUTPUT:
+        """Optimise :meth:`training_losses`; log every loss (``train_<name>``) and the network's fit (:meth:`log_fit`).
+
+        Args:
+            batch: A training batch.
+            batch_idx: Its index in the epoch.
+
+        Returns:
+            ``{"loss": ...}``.
+        """
+        losses, measure = self.training_losses(batch)
+        size = len(batch.image)
+        self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        for name, value in losses.items():
+            if name != "loss":
+                self.log(f"train_{name}", value, on_epoch=True, batch_size=size)
+        self.log_fit(batch_idx, measure)
+        return {"loss": losses["loss"]}
+
+    def predict_images(self, images: torch.Tensor) -> PromptedPrediction:
+        """Raw prediction of pre-processed images: the network's (a composed model adds to it).
+
+        Args:
+            images: ``(B, 3, H, W)`` pre-processed images.
+
+        Returns:
+            Scores, maps, retrieved classes and class similarities, before calibration.
+        """
+        return self.model.predict(images)
+
     def log_fit(self, batch_idx: int, measure: Callable[[], dict[str, torch.Tensor]]) -> None:
         """Log the network's noise-free loss and its prior's on the epoch's first ``fit_batches`` training batches.
 
@@ -330,8 +378,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Predict scores, maps and retrieved classes (the post-processor calibrates each class on them)."""
         del args, kwargs
-        predictions, class_ids, similarity = self.model.predict(batch.image)
-        return self._with_predictions(batch, predictions, class_ids, similarity)
+        return self._with_predictions(batch, self.predict_images(batch.image))
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> STEP_OUTPUT:
         """Raw predictions with the retrieved class, as in validation and test.
@@ -340,8 +387,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         global threshold; with it they decide per class like ``forward`` and the export.
         """
         del batch_idx, dataloader_idx
-        predictions, class_ids, similarity = self.model.predict(batch.image)
-        return self._with_predictions(batch, predictions, class_ids, similarity)
+        return self._with_predictions(batch, self.predict_images(batch.image))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Give a stock anomalib image batch the class fields (e.g. ``anomalib predict``'s ``PredictDataset``).
@@ -361,9 +407,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         return MultiClassImageBatch.from_batch(batch) if isinstance(batch, ImageBatch) else batch
 
     @staticmethod
-    def _with_predictions(
-        batch: Batch, predictions: Any, class_ids: torch.Tensor, similarity: torch.Tensor
-    ) -> MultiClassImageBatch:
+    def _with_predictions(batch: Batch, predictions: PromptedPrediction) -> MultiClassImageBatch:
         """The batch, updated in place, with raw scores, maps, retrieved class and ``(B, C)`` class similarity.
 
         One path for validation, test and predict; the post-processor calibrates and decides from these fields.
@@ -371,8 +415,8 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         return MultiClassImageBatch.from_batch(batch).update(
             pred_score=predictions.pred_score,
             anomaly_map=predictions.anomaly_map,
-            pred_category_id=class_ids,
-            class_similarity=similarity,
+            pred_category_id=predictions.class_id,
+            class_similarity=predictions.class_similarity,
         )
 
     def on_test_start(self) -> None:
@@ -383,13 +427,13 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
     def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
         """Predict, and record whether the retrieved class is the sample's class."""
         del args, kwargs
-        predictions, class_ids, similarity = self.model.predict(batch.image)
-        hits = self._retrieval_outcome(batch, class_ids)
+        predictions = self.predict_images(batch.image)
+        hits = self._retrieval_outcome(batch, predictions.class_id)
         if hits is not None:
             self._retrieval_hits.append(hits)
             paths = getattr(batch, "image_path", None)
             self._retrieval_paths += list(paths) if paths is not None else [None] * len(hits)
-        return self._with_predictions(batch, predictions, class_ids, similarity)
+        return self._with_predictions(batch, predictions)
 
     def _retrieval_outcome(self, batch: Batch, class_ids: torch.Tensor) -> torch.Tensor | None:
         """Per image: is the retrieved class the image's class? ``None`` without labels or with one class.
@@ -451,8 +495,9 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
         it moves to the last index). Exports of the model contain the class. The pool marks whether the network
         was trained with the class (``trained_categories``); by default a class the network never trained on is
-        scored without it (``untrained_class_scoring``: PNPT by its prior, OneNIP by the nearest patches of a coreset
-        memory of the class's images), because the networks do not carry over to a product they never saw.
+        scored without it (``untrained_class_scoring``: PNPT by its prior, OneNIP by its prompt images' nearest
+        patches, a network with a patch memory by the class's memory), because the networks do not carry over to a
+        product they never saw.
 
         Args:
             name: Class name (what predictions report).
@@ -464,8 +509,8 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
             ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share", "scored_by"}``:
             ``retrieved_share`` is the share of the held-out images the pool retrieves as this class (1.0 unless the
             class looks like another); ``scored_by`` is ``"network"`` for a class the network trained with, else
-            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone; OneNIP's ``"memory"``:
-            its patch memory).
+            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone; ``"memory"``: its patch
+            memory).
 
         Example:
             >>> model.add_class("gasket", "line3/gasket/good")  # doctest: +SKIP
@@ -492,11 +537,11 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         self.on_class_added(index, prepared[~held_out].to(device), trained)
         scores, maps, class_ids, own = [], [], [], []
         for chunk in prepared[held_out].split(batch_size):
-            raw, ids, similarity = self.model.predict(chunk.to(device))
+            raw = self.predict_images(chunk.to(device))
             scores.append(raw.pred_score.reshape(-1))
             maps.append(raw.anomaly_map)
-            class_ids.append(ids.reshape(-1))
-            own.append(similarity[:, index])
+            class_ids.append(raw.class_id.reshape(-1))
+            own.append(raw.class_similarity[:, index])
         # The unknown-class bound needs how close other classes come to the new one; their validation images
         # are not at hand, so their pool keys (class means / prompt images) stand for them.
         pool = self.model.prompt_pool
@@ -512,8 +557,13 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
             "prompt_images": int((~held_out).sum()),
             "calibration_images": int(held_out.sum()),
             "retrieved_share": retrieved,
-            "scored_by": "network" if trained else getattr(self.model, "untrained_class_scoring", "network"),
+            "scored_by": "network" if trained else self.untrained_class_scoring,
         }
+
+    @property
+    def untrained_class_scoring(self) -> str:
+        """How a class the network never trained on is scored (the network's ``untrained_class_scoring``)."""
+        return self.model.untrained_class_scoring
 
     def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
         """Hook of :meth:`add_class`, after the pool entries and before calibration (default: nothing).

@@ -18,7 +18,20 @@ import torch
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from tests.calibrated_models import MODELS, assert_openvino_export_scores_as_torch, calibrated_model, class_images
+from tests.calibrated_models import (
+    MODELS,
+    assert_openvino_export_scores_as_torch,
+    calibrated_memory_model,
+    calibrated_model,
+    class_images,
+)
+
+# The two networks, and OneNIP fused with a patch memory (which scores an added class by its memory).
+NAMES = [*MODELS, "OneNip+memory"]
+
+
+def _model(name: str) -> torch.nn.Module:
+    return calibrated_memory_model("OneNip") if name == "OneNip+memory" else calibrated_model(name)
 
 
 def _grey_images(count: int, seed: int = 5) -> torch.Tensor:
@@ -33,9 +46,9 @@ def _retrieved(model: torch.nn.Module, images: torch.Tensor) -> list[str]:
     return [model.prompt_categories[int(i)] for i in ids]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(name: str) -> None:
-    model = calibrated_model(name)
+    model = _model(name)
     known = class_images([0, 1, 2])
     with torch.no_grad():
         before = model(known)
@@ -47,7 +60,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
         "prompt_images": 8,
         "calibration_images": 2,
         "retrieved_share": 1.0,
-        "scored_by": "memory" if name == "OneNip" else "prompt",  # the network never trained on it
+        "scored_by": "memory" if name == "OneNip+memory" else "prompt",  # the network never trained on it
     }
     assert model.prompt_categories == ["a", "b", "c", "grey"]
     assert model.model.prompt_pool.num_classes == 4
@@ -56,7 +69,7 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
     assert _retrieved(model, _grey_images(4, seed=9)) == ["grey"] * 4
     # ... and judged by its own calibration: the statistics of the held-out images (the first and the last).
     with torch.no_grad():
-        raw, *_ = model.model.predict(model.pre_processor.transform(grey[[0, 9]]))
+        raw = model.predict_images(model.pre_processor.transform(grey[[0, 9]]))
     statistics = model.post_processor.class_statistics()
     assert float(statistics["image_threshold"][3]) == pytest.approx(float(raw.pred_score.median()), rel=1e-5)
     assert float(statistics["image_max"][3]) == pytest.approx(float(raw.pred_score.max()), rel=1e-5)
@@ -68,9 +81,9 @@ def test_added_class_is_retrieved_and_calibrated_and_the_others_are_unchanged(na
     assert torch.equal(after.pred_label, before.pred_label)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_remove_then_add_back_restores_retrieval(name: str) -> None:
-    model = calibrated_model(name)
+    model = _model(name)
     model.remove_class("b")
     assert model.prompt_categories == ["a", "c"]
     assert model.model.prompt_pool.num_classes == 2
@@ -96,7 +109,8 @@ def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str
     images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
     net = model.model
     with torch.no_grad():
-        raw, class_ids, _ = net.predict(images)
+        raw = net.predict(images)
+        class_ids = raw.class_id
         features = net.extract_features(images)
         prior = net.retrieve_prior(features).prompts
         reconstruction = net.reconstruct(features, prior)
@@ -110,44 +124,49 @@ def test_pnpt_scores_a_class_it_never_trained_on_by_its_prior_alone(scoring: str
     assert torch.allclose(raw.anomaly_map[1:], expected_map[1:])
 
 
-@pytest.mark.parametrize("scoring", ["memory", "prompt", "network"])
-def test_onenip_scores_a_class_it_never_trained_on_by_its_nearest_normal_patches(scoring: str) -> None:
-    """By default the class's patch memory (a coreset of all its images' patches), or its prompt images' patches."""
+@pytest.mark.parametrize("scoring", ["prompt", "network"])
+def test_onenip_scores_a_class_it_never_trained_on_by_its_prompt_images_nearest_patches(scoring: str) -> None:
     model = calibrated_model("OneNip")
     model.model.untrained_class_scoring = scoring
     model.add_class("grey", _grey_images(10))
     net = model.model
-    memory_size = round(0.1 * 8 * 64)  # 10 % of the 8 prompt images' 8 x 8 patches
-    assert net.class_memory.sizes(4) == ([0, 0, 0, memory_size] if scoring == "memory" else [0, 0, 0, 0])
     images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
     with torch.no_grad():
-        raw, class_ids, _ = net.predict(images)
+        raw = net.predict(images)
         features = net.extract_features(images)
-        nearest = net.prompt_patch_reconstruction(features, net.class_prompt_patches(class_ids))
+        nearest = net.prompt_patch_reconstruction(features, net.class_prompt_patches(raw.class_id))
         prompt_map, prompt_score = net.anomaly_map_generator(features, nearest, None, images.shape[-2:])
-        if scoring == "memory":
-            local = net.class_memory.local_patches(features)
-            memory_map, memory_score = net.anomaly_map_generator(
-                local, net.class_memory.nearest_patches(local, class_ids), None, images.shape[-2:]
-            )
-    assert class_ids.tolist() == [0, 3, 3]
+    assert raw.class_id.tolist() == [0, 3, 3]
     assert not torch.allclose(raw.pred_score[0], prompt_score[0])  # a trained class: the network, always
-    if scoring == "memory":
-        assert not torch.allclose(memory_score[1:], prompt_score[1:])
-        assert torch.allclose(raw.pred_score[1:], memory_score[1:])
-        assert torch.allclose(raw.anomaly_map[1:], memory_map[1:])
-    elif scoring == "prompt":
+    if scoring == "prompt":
         assert torch.allclose(raw.pred_score[1:], prompt_score[1:])
         assert torch.allclose(raw.anomaly_map[1:], prompt_map[1:])
     else:
         assert not torch.allclose(raw.pred_score[1:], prompt_score[1:])
 
 
-@pytest.mark.parametrize("scoring", ["memory", "prompt"])
-def test_onenip_export_scores_an_added_class_as_torch_does(scoring: str, tmp_path: Path) -> None:
+def test_a_network_with_memory_scores_a_class_it_never_trained_on_by_its_memory_alone() -> None:
+    model = calibrated_memory_model("OneNip")
+    model.add_class("grey", _grey_images(10))
+    memory = model.memory
+    # 10 % of the 8 prompt images' 16 x 16 patches at stride 8, all of them in the memory (none held out)
+    assert memory.class_memory.sizes(4)[3] == round(0.1 * 8 * 256)
+    assert float(memory.class_memory.normal_scales[3]) == 1.0
+    images = model.pre_processor.transform(torch.cat([class_images([0]), _grey_images(2, seed=9)]))
+    with torch.no_grad():
+        raw = model.predict_images(images)
+        network = model.model.predict(images)
+        memory_map = memory.memory_map(model.memory_features(images), raw.class_id, images.shape[-2:])
+    assert raw.class_id.tolist() == [0, 3, 3]
+    assert torch.allclose(raw.anomaly_map[1:], memory_map[1:])
+    assert torch.allclose(raw.pred_score[1:], model.model.anomaly_map_generator.image_score(memory_map)[1:])
+    assert not torch.allclose(raw.anomaly_map[1:], network.anomaly_map[1:])
+
+
+@pytest.mark.parametrize("name", ["OneNip", "OneNip+memory"])
+def test_the_export_scores_an_added_class_as_torch_does(name: str, tmp_path: Path) -> None:
     """The graph holds both routes and chooses by the pool's flags (PNPT's: the CLI test above)."""
-    model = calibrated_model("OneNip")
-    model.model.untrained_class_scoring = scoring
+    model = _model(name)
     model.add_class("grey", _grey_images(10))
     images = torch.cat([class_images([0], seed=4), _grey_images(2, seed=9)])
     assert_openvino_export_scores_as_torch(model, images, tmp_path)
@@ -177,9 +196,9 @@ def test_prompt_patch_reconstruction_takes_each_locations_nearest_prompt_patch()
     assert torch.equal(OneNipModel.prompt_patch_reconstruction(noisy, patches), query)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_which_classes_the_network_trained_on_survives_re_adding_and_checkpoints(name: str, tmp_path: Path) -> None:
-    model = calibrated_model(name)
+    model = _model(name)
     model.remove_class("b")
     summary = model.add_class("b", class_images([1] * 6, seed=3))  # a trained class given new prompts stays trained
     assert summary["scored_by"] == "network"
@@ -193,11 +212,12 @@ def test_which_classes_the_network_trained_on_survives_re_adding_and_checkpoints
     loaded = type(model).load_from_checkpoint(tmp_path / "model.ckpt")
     assert loaded.trained_categories == ["a", "b", "c"]
     assert loaded.model.prompt_pool.trained.tolist() == pool.trained.tolist()
-    if name == "OneNip":  # the added class's patch memory comes back with it
-        assert loaded.model.class_memory.sizes(4) == [0, 0, 0, 51]
-        assert torch.equal(loaded.model.class_memory.patches, model.model.class_memory.patches)
+    if name == "OneNip+memory":  # the patch memories come back; an added class's goes with it
+        sizes = model.memory.class_memory.sizes(4)
+        assert loaded.memory.class_memory.sizes(4) == sizes
+        assert torch.equal(loaded.memory.class_memory.patches, model.memory.class_memory.patches)
         model.remove_class("grey")
-        assert model.model.class_memory.patches.numel() == 0
+        assert model.memory.class_memory.sizes(3) == sizes[:3]
 
 
 def test_too_few_images_and_uncalibrated_models_fail_clearly() -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 JSONL = "predictions.jsonl"
 # Every shipped config, with the arguments that make it tiny (random weights where the backbone is on the hub).
-TINY_PNPT = {"image_size": "128", "hidden_dim": "32", "num_layers": "1"}
+TINY_PNPT = {"image_size": "128", "hidden_dim": "32", "num_layers": "1", "texture_dir": "null"}
 TINY_ONENIP = {
     "image_size": "128",
     "hidden_dim": "32",
@@ -30,13 +31,25 @@ TINY_ONENIP = {
     "num_decoder_layers": "1",
     "texture_dir": "null",  # the config's DTD folder may be absent (CI): noise textures
 }
+TINY_ONENIP_JSON = {**{k: int(v) for k, v in TINY_ONENIP.items() if v.isdigit()}, "texture_dir": None}
 CONFIGS = {
     "pnpt_cpu": ("Pnpt", TINY_PNPT),
     "pnpt_cpu_lineside": ("Pnpt", TINY_PNPT),
     "pnpt": ("Pnpt", {**TINY_PNPT, "pre_trained": "false"}),
     "onenip_cpu": ("OneNip", TINY_ONENIP),
     "onenip": ("OneNip", {**TINY_ONENIP, "pre_trained": "false"}),
+    # The network as one JSON value (jsonargparse reads a dotted null inside a dict argument as the string "None").
+    "onenip_memory_cpu": (
+        "NetworkWithMemory",
+        {
+            "network": json.dumps(
+                {"class_path": "anomalib_pnpt.OneNip", "init_args": {**TINY_ONENIP_JSON, "preset": "cpu"}}
+            )
+        },
+    ),
 }
+# A flag that contradicts the trained checkpoint: (flag, value, the checkpoint's value).
+CONTRADICTION = {"NetworkWithMemory": ("map_weight", "0.5", "0.25")}
 
 
 def _run(arguments: list[str], succeeds: bool = True) -> subprocess.CompletedProcess:
@@ -84,7 +97,7 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
     metrics = next((tmp_path / "logs").rglob("metrics.csv")).read_text().splitlines()
     assert "train_loss" in metrics[0] and len(metrics) > 1
     # and the network's noise-free fit beside its prior's (PNPT: the class mean) or prompt's (OneNIP), per epoch
-    reference = "fit_prior_loss" if name == "Pnpt" else "fit_prompt_loss"
+    reference = "fit_prior_loss" if name == "Pnpt" else "fit_prompt_loss"  # NetworkWithMemory: OneNIP's
     assert "fit_network_loss" in metrics[0] and reference in metrics[0]
 
     tested = _run(["test", *config, "--ckpt_path", str(checkpoint), "--default_root_dir", str(tmp_path / "test")])
@@ -116,13 +129,14 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
     assert sorted(predicted) == sorted(tested) == sorted(p.name for p in defects.iterdir())
 
     # A flag that contradicts the checkpoint: one line that says so, never a silent other model.
+    flag, value, saved = CONTRADICTION.get(name, ("hidden_dim", "64", "32"))
     contradicted = _run(
         [
             "predict",
             "--model",
             f"anomalib_pnpt.{name}",
-            "--model.hidden_dim",
-            "64",
+            f"--model.{flag}",
+            value,
             "--ckpt_path",
             str(checkpoint),
             "--data",
@@ -133,7 +147,7 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
         succeeds=False,
     )
     last = contradicted.stderr.strip().splitlines()[-1]
-    assert last.startswith("CheckpointArgumentError: --model.hidden_dim 64 (checkpoint: 32)"), last
+    assert last.startswith(f"CheckpointArgumentError: --model.{flag} {value} (checkpoint: {saved})"), last
     assert "Traceback" not in contradicted.stderr
 
     # Export from the checkpoint alone with anomalib's CLI; the OpenVINO model retrieves the class of a raw file

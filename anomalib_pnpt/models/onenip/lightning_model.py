@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -41,10 +41,8 @@ from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
-from anomalib_pnpt.memory_fusion import ClassFeatures, MemoryFusedModule
 from anomalib_pnpt.models.onenip.presets import PRESETS
 from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
@@ -58,7 +56,7 @@ from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 logger = logging.getLogger(__name__)
 
 
-class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
+class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
     """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
 
     Every argument is plain data. ``preset`` chooses the defaults of the arguments that default to ``None``
@@ -93,20 +91,8 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         score_pool: See :class:`OneNipModel`.
         dice_weight: See :class:`OneNipModel`.
         dice_per_image: See :class:`OneNipModel`.
-        untrained_class_scoring: How a class added after training is scored: ``"memory"`` (default) by a coreset
-            patch memory of its images, ``"prompt"`` by its prompt images alone, ``"network"`` like the trained
-            classes; see :class:`OneNipModel`.
-        memory_sampling_ratio: See :class:`OneNipModel`.
-        memory_layers: See :class:`OneNipModel`.
-        memory_stride: See :class:`OneNipModel`.
-        memory_weight: See :class:`OneNipModel` (not in the paper: 0). With ``memory_weight > 0`` every trained
-            class's patch memory is built with the prompt pool, from its training images; every
-            ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
-        memory_aggregation: See :class:`OneNipModel`.
-        memory_score_weight: See :class:`OneNipModel` (not in the paper; ``None``: ``memory_weight``).
-        memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
-        memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
-            again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
+        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prompt
+            images alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
         texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
         grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
@@ -144,8 +130,6 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             "training_prompts_per_class",
             "dice_weight",
             "dice_per_image",
-            "memory_holdout",
-            "memory_all_images",
             "texture_dir",
             "cutpaste_probability",
             "grey_texture_probability",
@@ -194,15 +178,7 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
-        untrained_class_scoring: str = "memory",
-        memory_sampling_ratio: float = 0.1,
-        memory_layers: Sequence[int] | None = None,
-        memory_stride: int = 16,
-        memory_weight: float = 0.0,
-        memory_aggregation: str = "joined",
-        memory_score_weight: float | None = None,
-        memory_holdout: int = 10,
-        memory_all_images: bool = False,
+        untrained_class_scoring: str = "prompt",
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
         grey_texture_probability: float = 0.0,
@@ -251,8 +227,6 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.calibration_images = calibration_images
-        self.memory_holdout = self.check_memory_holdout(memory_holdout)
-        self.memory_all_images = memory_all_images
         self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
         self.anomaly_generator = SyntheticAnomalyGenerator(
@@ -287,12 +261,9 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         selection = PromptSelection(
             num_classes or 1, self.model.prompts_per_class, self.model.training_prompts_per_class
         )
-        memory = ClassFeatures()
         for images, class_ids, paths in batches:
             features = self._clean_features(images, paths)
             selection.add(class_ids, self.model.global_key(features), features, paths)
-            if self.model.memory_weight > 0:
-                memory.add(class_ids, self.model.memory_features(images))
         chosen = selection.choose()
         device = self.device
         self.model.set_prompts(
@@ -302,7 +273,6 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             training_features=chosen.bank_features.to(device),
             training_class_ids=chosen.bank_class_ids.to(device),
         )
-        self.set_trained_class_memories(memory)
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -326,26 +296,20 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         chosen = closest_to_mean(keys, keys.mean(0), k)
         return keys[chosen], [features[chosen]], torch.ones(k)
 
-    @torch.no_grad()
-    def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
-        """The class's patch memory, when something scores with it.
-
-        A class the network never trained on, scored by its memory alone (``untrained_class_scoring="memory"``),
-        gets all its images in the memory; with ``memory_weight > 0`` any other class's memory is fused with the
-        network's map and holds some images out to measure its normal range (``memory_holdout``).
-        """
-        if not trained and self.model.untrained_class_scoring == "memory":
-            self.model.class_memory.set_class(index, self.memory_features_of(images))
-        else:
-            super().on_class_added(index, images, trained)
-
     def prompt_pool_ready(self) -> bool:
         """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""
         return super().prompt_pool_ready() and self.model.training_prompts.numel() > 0
 
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: Batch, batch_idx: int = 0) -> STEP_OUTPUT:
-        """OneNIP loss: reconstruction from a same-class prompt, restoration of synthetic anomalies, Dice."""
+    def training_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Callable[[], dict[str, torch.Tensor]]]:
+        """OneNIP loss: reconstruction from a same-class prompt, restoration of synthetic anomalies, Dice.
+
+        Args:
+            batch: A training batch.
+
+        Returns:
+            ``({"loss", "reconstruction", ...}, fit measure)`` (see :meth:`PromptedAnomalyModule.training_losses`).
+        """
         images = batch.image
         with self.profile("features (cache or backbone)"):
             features = self._clean_features(images, getattr(batch, "image_path", None))
@@ -358,12 +322,7 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             synthetic_features, masks = self._synthetic_copies(images, getattr(batch, "image_path", None))
         with self.profile("network forward + loss"):
             losses = self.model.training_loss(features, class_ids, images.shape[-2:], synthetic_features, masks)
-        self.log("train_loss", losses["loss"], on_step=True, on_epoch=True, prog_bar=True, batch_size=len(images))
-        for name in ("reconstruction", "restoration", "dice"):
-            if name in losses:
-                self.log(f"train_{name}", losses[name], on_epoch=True, batch_size=len(images))
-        self.log_fit(batch_idx, lambda: self.model.fit_losses(features, class_ids))
-        return {"loss": losses["loss"]}
+        return losses, lambda: self.model.fit_losses(features, class_ids)
 
     def _synthetic_copies(self, images: torch.Tensor, paths: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and masks of synthetic-anomaly copies of ``images`` (from the bank when it is kept)."""
@@ -382,15 +341,15 @@ class OneNip(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
 
     # ------------------------------------------------------------------ refiner scale (normal_scale.py)
     def needs_normal_scale(self) -> bool:
-        """The refiner's map, or the patch memory's (``memory_weight``), is added on the scale of ``S_rec``."""
-        return self.model.refiner is not None or self.model.memory_weight > 0
+        """The refiner's map is added on the scale of ``S_rec``."""
+        return self.model.refiner is not None
 
     def normal_map(self, images: torch.Tensor) -> torch.Tensor:
         """``S_rec``: the refiner scale ``s`` is its largest value on normal training images."""
         return self.model.reconstruction_error(images)
 
     def store_normal_scale(self, scale: float) -> None:
-        """The refiner scale buffer (also the patch memory's ``s``)."""
+        """The refiner scale buffer."""
         self.model.anomaly_map_generator.refiner_scale.fill_(scale)
 
     def on_train_epoch_end(self) -> None:

@@ -14,11 +14,6 @@ too); ``"none"`` replaces the prompt by learned tokens shared by all classes (Un
 At inference the prompt is always retrieved from the pool by cosine similarity of pooled features — never
 from a label.
 
-Beyond the paper, a per-class patch memory (PatchCore's: a coreset of each class's locally averaged backbone
-patches, :mod:`anomalib_pnpt.patch_memory`) scores the classes added after training and, with
-``memory_weight > 0``, is fused into the map of the trained ones; it has its own feature path
-(``memory_layers`` at ``memory_stride``) from the same backbone pass.
-
 The pool holds ``prompts_per_class`` images per class (default 1, as the paper): the training images
 whose pooled feature is closest to their class's mean (a typical, not a random, image), each a separate
 pool entry. Training additionally keeps a bank of up to ``training_prompts_per_class`` images per
@@ -44,13 +39,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from anomalib.data import InferenceBatch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import FrozenFeatureExtractor, joined_maps
+from anomalib_pnpt.data.items import PromptedPrediction
 from anomalib_pnpt.feature_jitter import feature_jitter
-from anomalib_pnpt.memory_fusion import MemoryFusedNetwork
 from anomalib_pnpt.models.onenip.anomaly_map import OneNipAnomalyMap
 from anomalib_pnpt.models.onenip.components import (
     BidirectionalDecoderLayer,
@@ -60,16 +54,16 @@ from anomalib_pnpt.models.onenip.components import (
 )
 from anomalib_pnpt.models.onenip.loss import OneNipLoss
 from anomalib_pnpt.models.onenip.refiner import Refiner
-from anomalib_pnpt.patch_memory import nearest_patch_map
+from anomalib_pnpt.nearest_patch import nearest_patch_map
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 from anomalib_pnpt.transformer_blocks import ResidualAttention
 
 PROMPT_MODES = ("dynamic", "static", "none")
-UNTRAINED_CLASS_SCORINGS = ("memory", "prompt", "network")
-"""OneNIP's ways to score a class added after training: its patch memory, its prompt images, or the network."""
+UNTRAINED_CLASS_SCORINGS = ("prompt", "network")
+"""OneNIP's ways to score a class added after training: its prompt images, or the network."""
 
 
-class OneNipModel(MemoryFusedNetwork, nn.Module):
+class OneNipModel(nn.Module):
     """OneNIP network: frozen backbone, prompt pool, shared encoder, bidirectional decoder, refiner.
 
     Args:
@@ -98,20 +92,9 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         dice_weight: ``lambda`` of the Dice loss (paper: 0.5).
         dice_per_image: Dice per image and averaged (the official code) instead of over the batch's pixels.
         untrained_class_scoring: How a class added after training (:meth:`PromptedAnomalyModule.add_class`) is
-            scored, the network never having learnt that product: ``"memory"`` by the nearest patches of a coreset
-            of all its images' patches (:class:`~anomalib_pnpt.patch_memory.ClassPatchMemory`), ``"prompt"`` by
-            the nearest patches of its ``prompts_per_class`` prompt images (:meth:`prompt_patch_reconstruction`),
-            ``"network"`` like the trained classes.
-        memory_sampling_ratio: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_layers: Positions in ``layers``; see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_stride: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_weight: Weight of the patch memory's map in the map of the classes the network trained on (not in
-            the paper: 0, the network alone): :mod:`~anomalib_pnpt.memory_fusion`'s
-            ``S = (1 - w) S_OneNIP + w * s * S_mem / m_c``, ``s`` being the refiner scale (the largest ``S_rec`` on
-            normal training images). Each trained class's memory is built when the prompt pool is.
-        memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_score_weight: Weight of the memory's map in the map the image score is taken from (``None``: the
-            ``memory_weight``); see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
+            scored, the network never having learnt that product: ``"prompt"`` by the nearest patches of its
+            ``prompts_per_class`` prompt images (:meth:`prompt_patch_reconstruction`), ``"network"`` like the trained
+            classes.
     """
 
     # Many arguments: the network's arguments, each documented once, here.
@@ -140,13 +123,7 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         score_pool: int = 16,
         dice_weight: float = 0.5,
         dice_per_image: bool = False,
-        untrained_class_scoring: str = "memory",
-        memory_sampling_ratio: float = 0.1,
-        memory_layers: Sequence[int] | None = None,
-        memory_stride: int = 16,
-        memory_weight: float = 0.0,
-        memory_aggregation: str = "joined",
-        memory_score_weight: float | None = None,
+        untrained_class_scoring: str = "prompt",
     ) -> None:
         super().__init__()
         self.untrained_class_scoring = validate_untrained_class_scoring(
@@ -167,16 +144,6 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             raise ValueError(msg)
         self.grid = (image_size // self.stride, image_size // self.stride)
         self.feature_dim = sum(self.feature_extractor.out_channels)
-        self.init_class_memory(
-            self.feature_extractor.out_channels,
-            image_size,
-            memory_layers=memory_layers,
-            memory_stride=memory_stride,
-            memory_weight=memory_weight,
-            memory_sampling_ratio=memory_sampling_ratio,
-            memory_aggregation=memory_aggregation,
-            memory_score_weight=memory_score_weight,
-        )
         self.prompt_mode = prompt_mode
         self.prompts_per_class = prompts_per_class
         self.training_prompts_per_class = training_prompts_per_class
@@ -245,7 +212,6 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
             msg = f"Prompt images of {int(class_ids.max()) + 1} classes given for {num_classes} classes."
             raise ValueError(msg)
         self.prompt_pool.set_entries(class_ids, self.global_key(features), [features])
-        self.class_memory.clear()  # the pool's classes are now all the network's
         if training_features is None or training_class_ids is None:
             training_features, training_class_ids = features, class_ids
         self.set_training_prompts(training_class_ids, training_features, num_classes)
@@ -327,7 +293,7 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         """Each location of ``features`` replaced by its nearest (L2) patch of the class's prompt images.
 
         A reconstruction from normal images of the class without any trained part: for a class the network never
-        trained on (:func:`~anomalib_pnpt.patch_memory.nearest_patch_map`, exportable).
+        trained on (:func:`~anomalib_pnpt.nearest_patch.nearest_patch_map`, exportable).
 
         Args:
             features: ``(B, C, h, w)`` query features.
@@ -403,42 +369,33 @@ class OneNipModel(MemoryFusedNetwork, nn.Module):
         prompt = None if self.prompt_mode == "none" else retrieval.prompts[0]
         return retrieval.class_ids, prompt, retrieval.class_similarity
 
-    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor]:
+    def predict(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> PromptedPrediction:
         """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
 
+        Args:
+            images: Pre-processed images ``(B, 3, H, W)``.
+            maps: Their backbone maps (``feature_extractor(images)``), if already computed.
+
         Returns:
-            ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
+            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity)``.
         """
-        maps = self.feature_extractor(images)
         features = self.extract_features(images, maps)
         class_ids, prompts, similarity = self.inference_prompts(features)
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
         route = (
-            self.untrained_class_scoring != "network"
-            and (prompts is not None or self.untrained_class_scoring == "memory")  # "none" mode has no prompts
+            self.untrained_class_scoring == "prompt"
+            and prompts is not None  # "none" mode has no prompts
             and self.prompt_pool.may_hold_untrained_classes()
         )
-        memory_map = None
-        if self.memory_weight > 0 or (route and self.untrained_class_scoring == "memory"):
-            memory_map = self.memory_map(self.memory_features(images, maps), class_ids, images.shape[-2:])
-        if self.memory_weight > 0:
-            # s: the refiner scale, the largest S_rec on normal training images (see memory_weight).
-            network_scale = self.anomaly_map_generator.refiner_scale
-            anomaly_map, scored = self.fused_with_memory(anomaly_map, memory_map, class_ids, network_scale)
-            score = self.anomaly_map_generator.image_score(scored)
         if route:
-            # A class the network never trained on: the distance to the nearest normal patches of the class (its
-            # memory's, or its prompt images'), no refiner.
-            if self.untrained_class_scoring == "memory":
-                prompt_only = memory_map, self.anomaly_map_generator.image_score(memory_map)
-            else:
-                nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
-                prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
+            # A class the network never trained on: the distance to the nearest patches of its prompt images.
+            nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
+            prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
+        return PromptedPrediction(score, anomaly_map, class_ids, similarity)
 
-    def forward(self, images: torch.Tensor) -> InferenceBatch:
-        """Inference: ``InferenceBatch(pred_score, anomaly_map)`` (training goes through ``training_loss``)."""
-        return self.predict(images)[0]
+    def forward(self, images: torch.Tensor) -> PromptedPrediction:
+        """Inference: :meth:`predict` (training goes through ``training_loss``)."""
+        return self.predict(images)

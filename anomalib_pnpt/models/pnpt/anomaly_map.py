@@ -8,9 +8,6 @@ per-pixel ``1 - cos`` along channels between ``F_input`` and ``F_fuse*``, smooth
 (sigma 4 by default, the first author's habit). The image score is the map's maximum, or the mean of its
 ``top_k`` highest pixels when ``top_k`` is set (more robust to single hot pixels).
 
-``normal_scale`` is the map's largest value on normal training images, calibrated by the module when another map
-is added to this one on its scale (a patch memory's, :mod:`~anomalib_pnpt.memory_fusion`).
-
 Example:
     >>> import torch
     >>> generator = PnptAnomalyMap(fusion_weight=0.5, sigma=0.0)
@@ -45,7 +42,6 @@ class PnptAnomalyMap(nn.Module):
         self.fusion_weight = fusion_weight
         self.top_k = top_k
         self.blur = SeparableGaussianBlur(sigma) if sigma > 0 else nn.Identity()
-        self.register_buffer("normal_scale", torch.tensor(1.0))
 
     def forward(
         self,

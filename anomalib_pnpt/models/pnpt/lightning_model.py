@@ -29,7 +29,7 @@ CLI:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -38,14 +38,11 @@ from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.lr_schedule import validate_schedule
-from anomalib_pnpt.memory_fusion import ClassFeatures, MemoryFusedModule
 from anomalib_pnpt.models.pnpt.presets import PRESETS
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
-from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
 from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
@@ -53,7 +50,7 @@ from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 logger = logging.getLogger(__name__)
 
 
-class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
+class Pnpt(PromptedAnomalyModule):
     """PNPT: Prior Normality Prompt Transformer for multi-class anomaly detection.
 
     Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). ``preset``
@@ -99,17 +96,6 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         use_cscd: See :class:`PnptModel` (ablation).
         untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prior
             alone, ``"network"`` like the trained classes; see :class:`PnptModel`.
-        memory_sampling_ratio: See :class:`PnptModel`.
-        memory_layers: See :class:`PnptModel`.
-        memory_stride: See :class:`PnptModel`.
-        memory_weight: See :class:`PnptModel` (not in the paper: 0). With ``memory_weight > 0`` every trained
-            class's patch memory is built with the prompt pool, from its training images (their cached backbone
-            maps); every ``memory_holdout``-th of them is kept out of it to measure the memory's normal range.
-        memory_aggregation: See :class:`PnptModel`.
-        memory_score_weight: See :class:`PnptModel` (not in the paper; ``None``: ``memory_weight``).
-        memory_holdout: One in this many of a class's images is held out of its memory (see ``memory_weight``).
-        memory_all_images: Once those held-out images have measured the memory's normal range, make the memory
-            again from all of a class's images, as PatchCore's (a second coreset per class; not in the paper).
         prior_residual: See :class:`PnptModel` (not in the paper: ``False``).
         restoration_weight: Weight of a restoration term in the loss (not in the paper: 0). Every training batch
             then also gets a synthetic-anomaly copy (:mod:`~anomalib_pnpt.synthetic_anomalies`, as OneNIP's), and
@@ -117,8 +103,6 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             (:meth:`PnptModel.training_loss`). It costs a backbone pass over the copies every step.
         texture_dir: DTD-layout folder of anomaly textures for those copies; ``None`` uses noise textures.
         cutpaste_probability: Share of CutPaste(-scar) copies; the rest are Perlin blobs filled with a texture.
-        calibration_images: Normal training images on which the map's normal scale is measured
-            (``memory_weight > 0``; :mod:`~anomalib_pnpt.normal_scale`).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
@@ -144,12 +128,9 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             "gradient_clip",
             "cache_features",
             "feature_cache_mb",
-            "memory_holdout",
-            "memory_all_images",
             "restoration_weight",
             "texture_dir",
             "cutpaste_probability",
-            "calibration_images",
             "seed",
             "rebuild_prompt_pool",
         }
@@ -189,19 +170,10 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         use_semantic_tokens: bool = True,
         use_cscd: bool = True,
         untrained_class_scoring: str = "prompt",
-        memory_sampling_ratio: float = 0.1,
-        memory_layers: Sequence[int] | None = None,
-        memory_stride: int = 16,
-        memory_weight: float = 0.0,
-        memory_aggregation: str = "joined",
-        memory_score_weight: float | None = None,
-        memory_holdout: int = 10,
-        memory_all_images: bool = False,
         prior_residual: bool = False,
         restoration_weight: float = 0.0,
         texture_dir: str | None = None,
         cutpaste_probability: float = 0.5,
-        calibration_images: int = 256,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -235,9 +207,6 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         self.lr_schedule = validate_schedule(lr_schedule)
         self.warmup_steps = warmup_steps
         self.gradient_clip = gradient_clip
-        self.memory_holdout = self.check_memory_holdout(memory_holdout)
-        self.memory_all_images = memory_all_images
-        self.calibration_images = calibration_images
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
         if restoration_weight < 0:
             msg = f"restoration_weight must be >= 0, got {restoration_weight}."
@@ -257,14 +226,8 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
             self._anomaly_generator = SyntheticAnomalyGenerator(*self.synthesis_settings)
         return self._anomaly_generator
 
-    @property
-    def prompt_pool_splits_across_ranks(self) -> bool:  # type: ignore[override]
-        """Under DDP, each rank sums a share of the images into the CS-NPP (a class mean) and the sums are reduced.
-
-        Not with a patch memory (``memory_weight > 0``): a class's memory needs all its images, so every rank then
-        builds the whole pool.
-        """
-        return self.model.memory_weight == 0
+    # Under DDP, each rank sums a share of the images into the CS-NPP (a class mean) and the sums are reduced.
+    prompt_pool_splits_across_ranks = True
 
     @torch.no_grad()
     def build_prompt_pool(
@@ -282,7 +245,6 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
                 dividing (``fill_prompt_pool`` sets it under DDP).
         """
         pool = self.model.prompt_pool
-        memory = ClassFeatures()
         started = False
         for images, class_ids, paths in batches:
             features = self.cached_features(images, paths, self.model.extract_features)
@@ -291,14 +253,10 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
                 pool.begin(num_classes or 1, self.model.key_dim(features), shapes)
                 started = True
             pool.accumulate(class_ids, self.model.global_coding(features), features)
-            if self.model.memory_weight > 0:
-                memory.add(class_ids, self.model.memory_features(images, features))
         if not started:
             msg = "No training batch to build the prompt pool from."
             raise RuntimeError(msg)
         pool.finish(reduce_across_ranks=reduce_across_ranks)
-        self.model.class_memory.clear()  # the pool's classes are now all the network's
-        self.set_trained_class_memories(memory)
 
     @torch.no_grad()
     def class_prompt_entries(
@@ -324,21 +282,15 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
         count = float(len(images))
         return key_sum / count, [total / count for total in prompt_sums], torch.tensor([count])
 
-    # ------------------------------------------------------------------ normal scale (normal_scale.py)
-    def needs_normal_scale(self) -> bool:
-        """The patch memory's map is added on the scale of Eq. 8's map (``memory_weight``)."""
-        return self.model.memory_weight > 0
+    def training_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Callable[[], dict[str, torch.Tensor]]]:
+        """Dual cosine reconstruction loss (Eq. 7) on cached backbone features (+ the restoration term, if set).
 
-    def normal_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Eq. 8's map: its largest value on normal training images is the scale."""
-        return self.model.network_map(images)
+        Args:
+            batch: A training batch.
 
-    def store_normal_scale(self, scale: float) -> None:
-        """``PnptAnomalyMap.normal_scale``."""
-        self.model.anomaly_map_generator.normal_scale.fill_(scale)
-
-    def training_step(self, batch: Batch, batch_idx: int = 0) -> STEP_OUTPUT:
-        """Dual cosine reconstruction loss (Eq. 7) on cached backbone features (+ the restoration term, if set)."""
+        Returns:
+            ``({"loss": l}, fit measure)`` (see :meth:`PromptedAnomalyModule.training_losses`).
+        """
         with self.profile("features (cache or backbone)"):
             features = self.cached_features(
                 batch.image, getattr(batch, "image_path", None), self.model.extract_features
@@ -351,9 +303,7 @@ class Pnpt(NormalScaleCalibration, MemoryFusedModule, PromptedAnomalyModule):
                 synthetic_features = self.model.extract_features(synthetic)
         with self.profile("network forward + loss"):
             loss = self.model.training_loss(features, synthetic_features, self.restoration_weight)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch.image))
-        self.log_fit(batch_idx, lambda: self.model.fit_losses(features))
-        return {"loss": loss}
+        return {"loss": loss}, lambda: self.model.fit_losses(features)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable (non-backbone) parameters, with the chosen learning-rate schedule."""

@@ -31,18 +31,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from anomalib.data import InferenceBatch
 from torch import nn
 
 from anomalib_pnpt.backbones import FrozenFeatureExtractor
-from anomalib_pnpt.memory_fusion import MemoryFusedNetwork
+from anomalib_pnpt.data.items import PromptedPrediction
 from anomalib_pnpt.models.pnpt.anomaly_map import PnptAnomalyMap
 from anomalib_pnpt.models.pnpt.components import CscdLayer, HierarchicalPatchEmbedding, SaceLayer
 from anomalib_pnpt.models.pnpt.loss import DualCosineLoss
 from anomalib_pnpt.prompt_pool import PromptPool, Retrieval, validate_untrained_class_scoring
 
 
-class PnptModel(MemoryFusedNetwork, nn.Module):
+class PnptModel(nn.Module):
     """PNPT network: frozen backbone, prompt pool, dual-stream reconstruction transformer.
 
     Args:
@@ -72,16 +71,6 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             scored: ``"prompt"`` by its normality prompt alone (Eq. 8 with ``F_fuse* = F_prior``: the network never
             learnt to reconstruct that product, and the prior needs no training), ``"network"`` like the trained
             classes.
-        memory_sampling_ratio: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_layers: Positions in ``layers``; see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_stride: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_weight: Weight of a per-class patch memory's map in the map (not in the paper: 0, the network
-            alone): :mod:`~anomalib_pnpt.memory_fusion`'s ``S = (1 - w) S_PNPT + w * s * S_mem / m_c``, ``s``
-            being the largest Eq. 8 map value on normal training images (``PnptAnomalyMap.normal_scale``). The
-            memory's map is smoothed by the map's Gaussian before it is added.
-        memory_aggregation: See :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
-        memory_score_weight: Weight of the memory's map in the map the image score is taken from (``None``: the
-            ``memory_weight``); see :class:`~anomalib_pnpt.memory_fusion.MemoryFusedNetwork`.
         prior_residual: Both streams reconstruct their correction to the retrieved prior,
             ``F* = F_prior + HPE^-1(...)``, with HPE^-1 started at zero, so that the untrained network scores
             exactly as its prior and training starts from the prior's loss (not in the paper: ``False``, HPE^-1's
@@ -113,12 +102,6 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         use_semantic_tokens: bool = True,
         use_cscd: bool = True,
         untrained_class_scoring: str = "prompt",
-        memory_sampling_ratio: float = 0.1,
-        memory_layers: Sequence[int] | None = None,
-        memory_stride: int = 16,
-        memory_weight: float = 0.0,
-        memory_aggregation: str = "joined",
-        memory_score_weight: float | None = None,
         prior_residual: bool = False,
     ) -> None:
         super().__init__()
@@ -135,16 +118,6 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
             backbone, layers, pretrained=pre_trained, weights_path=weights_path
         )
         self.prompt_pool = PromptPool(num_prompts=len(layers))
-        self.init_class_memory(
-            self.feature_extractor.out_channels,
-            image_size=None,
-            memory_layers=memory_layers,
-            memory_stride=memory_stride,
-            memory_weight=memory_weight,
-            memory_sampling_ratio=memory_sampling_ratio,
-            memory_aggregation=memory_aggregation,
-            memory_score_weight=memory_score_weight,
-        )
         self.hpe = HierarchicalPatchEmbedding(
             self.feature_extractor.out_channels,
             self.feature_extractor.reductions,
@@ -276,35 +249,27 @@ class PnptModel(MemoryFusedNetwork, nn.Module):
         prior_reconstruction, self_reconstruction = self.reconstruct(features, prior if self.use_prior else None)
         return self.anomaly_map_generator(features, prior_reconstruction, self_reconstruction, image_size=image_size)
 
-    def network_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Eq. 8's map of pre-processed images, without the patch memory (what ``normal_scale`` describes)."""
-        features = self.extract_features(images)
-        return self._eq8_map(features, self.retrieve_prior(features).prompts, images.shape[-2:])[0]
-
-    def predict(self, images: torch.Tensor) -> tuple[InferenceBatch, torch.Tensor, torch.Tensor]:
+    def predict(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> PromptedPrediction:
         """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
 
+        Args:
+            images: Pre-processed images ``(B, 3, H, W)``.
+            maps: Their backbone maps (``feature_extractor(images)``), if already computed.
+
         Returns:
-            ``(InferenceBatch(pred_score, anomaly_map), class_ids (B,), class_similarity (B, C))``.
+            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity)``.
         """
-        features = self.extract_features(images)
+        features = self.extract_features(images) if maps is None else list(maps)
         class_ids, prior, similarity = self.retrieve_prior(features)
         anomaly_map, score = self._eq8_map(features, prior, images.shape[-2:])
-        if self.memory_weight > 0:
-            memory_map = self.memory_map(self.memory_features(images, features), class_ids, images.shape[-2:])
-            generator = self.anomaly_map_generator
-            # Smoothed as Eq. 8's map is (PatchCore smooths its distances the same way).
-            memory_map = generator.blur(memory_map)
-            anomaly_map, scored = self.fused_with_memory(anomaly_map, memory_map, class_ids, generator.normal_scale)
-            score = generator.image_score(scored)
         if self.untrained_class_scoring == "prompt" and self.prompt_pool.may_hold_untrained_classes():
             # A class the network never trained on: Eq. 8's distance to the retrieved prior itself.
             prompt_only = self.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
-        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map), class_ids, similarity
+        return PromptedPrediction(score, anomaly_map, class_ids, similarity)
 
-    def forward(self, images: torch.Tensor) -> InferenceBatch | torch.Tensor:
-        """Training: the reconstruction loss; eval: ``InferenceBatch(pred_score, anomaly_map)``."""
+    def forward(self, images: torch.Tensor) -> PromptedPrediction | torch.Tensor:
+        """Training: the reconstruction loss; eval: :meth:`predict`."""
         if self.training:
             return self.training_loss(self.extract_features(images))
-        return self.predict(images)[0]
+        return self.predict(images)

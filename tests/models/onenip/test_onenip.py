@@ -100,7 +100,7 @@ def test_the_refiners_map_enters_the_anomaly_map_with_weight_alpha_times_the_sca
     with torch.no_grad():
         for certain in (-30.0, 30.0):  # refiner probability ~0, then ~1, everywhere
             head.bias.fill_(certain)
-            maps.append(network.predict(images)[0].anomaly_map)
+            maps.append(network.predict(images).anomaly_map)
         head.bias.copy_(bias)
     generator = network.anomaly_map_generator
     expected = generator.alpha * float(generator.refiner_scale)
@@ -113,7 +113,7 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
     for index, category in enumerate(datamodule.categories):
         for path in sorted((demo_root / category / "test").rglob("*.png")):
             images = model.pre_processor.transform(load_image_tensor(path))
-            _, class_ids, _ = model.model.predict(images)
+            class_ids = model.model.predict(images).class_id
             assert int(class_ids) == index, path
 
 
@@ -131,7 +131,7 @@ def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_r
     assert bool(pasted_out.pred_label)  # above its class's calibrated threshold
     # Normalised scores saturate at 1 above the threshold: compare the raw ones.
     with torch.no_grad():
-        raw_clean, raw_pasted = (model.model.predict(model.pre_processor(x))[0] for x in (clean, pasted))
+        raw_clean, raw_pasted = (model.model.predict(model.pre_processor(x)) for x in (clean, pasted))
     assert float(raw_pasted.pred_score) > float(raw_clean.pred_score)
 
 
@@ -205,7 +205,7 @@ def test_ablation_switches_take_their_component_out(switch: dict) -> None:
     model.eval()
     net = model.model
     with torch.no_grad():
-        output, *_ = net.predict(images)
+        output = net.predict(images)
         # The refiner's map is in the anomaly map exactly when the refiner is on.
         features = net.extract_features(images)
         reconstruction = net.reconstruct(features, net.inference_prompts(features)[1])
@@ -214,7 +214,7 @@ def test_ablation_switches_take_their_component_out(switch: dict) -> None:
         # The prompt reaches the map unless prompt_mode is "none" (the class is still retrieved by the keys).
         for prompt in net.prompt_pool.prompts:
             prompt.add_(torch.randn_like(prompt))
-        perturbed, *_ = net.predict(images)
+        perturbed = net.predict(images)
     assert (not torch.allclose(output.anomaly_map, perturbed.anomaly_map)) == (switch.get("prompt_mode") != "none")
     # every pool slot's own prompt retrieves that slot's class
     prompts = net.prompt_pool.prompts[0]

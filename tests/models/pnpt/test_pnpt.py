@@ -61,7 +61,7 @@ def test_pool_retrieves_the_right_class(trained: tuple, demo_root: Path) -> None
     for index, category in enumerate(datamodule.categories):
         for path in sorted((demo_root / category / "test").rglob("*.png")):
             images = model.pre_processor.transform(load_image_tensor(path))
-            _, class_ids, _ = model.model.predict(images)
+            class_ids = model.model.predict(images).class_id
             assert int(class_ids) == index, path
 
 
@@ -80,7 +80,7 @@ def test_pasted_defect_scores_higher_than_the_clean_image(trained: tuple, demo_r
     assert bool(pasted_out.pred_label)  # above its class's calibrated threshold
     # Normalised scores saturate at 1 above the threshold: compare the raw ones.
     with torch.no_grad():
-        raw_clean, raw_pasted = (model.model.predict(model.pre_processor(x))[0] for x in (clean, pasted))
+        raw_clean, raw_pasted = (model.model.predict(model.pre_processor(x)) for x in (clean, pasted))
     assert float(raw_pasted.pred_score) > float(raw_clean.pred_score)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anomalib_pnpt.patch_memory import ClassPatchMemory, nearest_patch_map
+from anomalib_pnpt.models.memory.class_memory import ClassPatchMemory
+from anomalib_pnpt.nearest_patch import nearest_patch_map
 
 
 def _features(count: int, seed: int, offset: float = 0.0) -> torch.Tensor:
@@ -42,10 +43,10 @@ def test_the_eager_per_class_search_finds_what_the_exported_graphs_masked_search
         searched.append(len(patches))
         return nearest_patch_map(features, patches, excluded)
 
-    monkeypatch.setattr("anomalib_pnpt.patch_memory.nearest_patch_map", spy)
+    monkeypatch.setattr("anomalib_pnpt.models.memory.class_memory.nearest_patch_map", spy)
     eager = memory.nearest_patches(query, class_ids)
     assert sorted(searched) == [32, 48, 80]  # classes 2 and 1 alone; class 0, without patches, all (masked)
-    monkeypatch.setattr("anomalib_pnpt.patch_memory.is_tracing", lambda: True)
+    monkeypatch.setattr("anomalib_pnpt.models.memory.class_memory.is_tracing", lambda: True)
     assert torch.equal(eager, memory.nearest_patches(query, class_ids))
     for image, class_id in enumerate(class_ids.tolist()[:2]):  # each image's own class's rows, in either search
         rows = memory.patches[memory.patch_classes == class_id]

@@ -1,24 +1,20 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Per-class memory of normal patch vectors: how a product added after training is scored without the network.
+"""Per-class memory of normal patch vectors (PatchCore's memory bank, one per product class).
 
-A class added to a trained model (:meth:`~anomalib_pnpt.models.prompted_module.PromptedAnomalyModule.add_class`)
-was never seen by the network, which does not carry over to it (``benchmarks/results/new_class_onenip_cpu``).
-A few prompt images are too little of a class whose normal parts differ widely (magnetic_tile: 16 prompt images
-gave image AUROC 63.6 against the trained model's 88.9; this memory 92.8, ``new_class_onenip_memory``). It keeps
-what PatchCore keeps of a class -- a greedy k-center coreset of all its images' locally aggregated patch vectors --
-and scores a location by the distance to its nearest memory patch of the retrieved class. It is held per class, so
-a query is only ever compared with its own class, and it lives in buffers, so exports contain it.
+It keeps what PatchCore keeps of a class -- a greedy k-center coreset of all its images' locally aggregated patch
+vectors -- and scores a location by the distance to its nearest memory patch of the retrieved class. It is held per
+class, so a query is only ever compared with its own class, and it lives in buffers, so exports contain it.
 
 All classes' patches are held in one ``(N, C)`` buffer with each row's class: no padding, and a query is compared
 with its own class's rows only (the others are pushed out of reach).
 
-A memory can also serve a class the network trained on, beside the network's own map (OneNIP's ``memory_weight``).
-Two maps can only be added on one scale, so such a class keeps some of its normal images out of its memory and
-records how far they lie from it (:attr:`ClassPatchMemory.normal_scales`): the memory's distance on normal images
-of that class, measured on images it does not contain, as a test image is. Once measured, those images may join the
-memory (``keep_held_out``), so that it holds all the class's images, as PatchCore's does.
+A memory serves beside a network's own map (:mod:`~anomalib_pnpt.models.memory.fusion`). Two maps can only be added
+on one scale, so such a class keeps some of its normal images out of its memory and records how far they lie from it
+(:attr:`ClassPatchMemory.normal_scales`): the memory's distance on normal images of that class, measured on images
+it does not contain, as a test image is. Once measured, those images may join the memory (``keep_held_out``), so
+that it holds all the class's images, as PatchCore's does.
 
 Example:
     >>> import torch
@@ -41,44 +37,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import joined_maps
 from anomalib_pnpt.coreset import FastKCenterGreedy
+from anomalib_pnpt.nearest_patch import nearest_patch_map
 from anomalib_pnpt.prompt_pool import is_tracing
-
-# Added to the distance of another class's patches: out of reach of any real one. ``torch.where``, not a product
-# with a 0/1 mask, so an FP16 export that rounds it to infinity still gives no NaN.
-_OTHER_CLASS = 1.0e10
-
-
-def nearest_patch_map(
-    features: torch.Tensor, patches: torch.Tensor, excluded: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Each location of ``features`` replaced by its nearest (L2) row of ``patches``.
-
-    Written with matrix products, argmin and gather (no ``cdist``) so that ONNX and OpenVINO export it.
-
-    Args:
-        features: ``(B, C, h, w)`` query features.
-        patches: ``(N, C)`` rows shared by every image, or ``(B, N, C)`` rows of each image.
-        excluded: ``(B, N)`` rows out of reach for each image (another class's), or ``None``.
-
-    Returns:
-        ``(B, C, h, w)``.
-
-    Example:
-        >>> rows = torch.tensor([[0.0, 0.0], [5.0, 5.0]])
-        >>> nearest_patch_map(torch.tensor([[[[4.0]], [[6.0]]]]), rows).flatten().tolist()
-        [5.0, 5.0]
-    """
-    query = features.flatten(2).transpose(1, 2)  # (B, L, C)
-    # |p|^2 - 2 q.p: the squared distance up to |q|^2, the same for every patch of a row.
-    distance = patches.pow(2).sum(-1).unsqueeze(-2) - 2 * query @ patches.transpose(-1, -2)  # (B, L, N)
-    if excluded is not None:
-        distance = distance + torch.where(excluded, _OTHER_CLASS, 0.0).unsqueeze(1)
-    nearest = distance.argmin(dim=-1)  # (B, L)
-    if patches.ndim == 2:
-        chosen = patches[nearest]
-    else:
-        chosen = torch.gather(patches, 1, nearest.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-    return chosen.transpose(1, 2).reshape(features.shape)
 
 
 class ClassPatchMemory(nn.Module):
@@ -134,8 +94,7 @@ class ClassPatchMemory(nn.Module):
 
         As PatchCore's ``AvgPool2d(3, 1, 1)``: border locations are pulled towards zero, which damps the distances
         of the most variable part of an image, its border. On magnetic_tile (OneNIP's Lite2 features, coreset 0.1)
-        averaging over the locations inside only gave image AUROC 88.4 against 93.8 (``benchmarks/results/README.md``,
-        ``new_class_onenip_memory``).
+        averaging over the locations inside only gave image AUROC 88.4 against 93.8 (``benchmarks/FINDINGS.md``).
         """
         return features if self.per_layer else self._neighbourhood_mean(features)
 
@@ -272,8 +231,10 @@ class ClassPatchMemory(nn.Module):
         Returns:
             ``(B, 1, h, w)``.
         """
-        local = self.local_patches(features)
-        return (local - self.nearest_patches(local, class_ids)).pow(2).sum(dim=1, keepdim=True).sqrt()
+        # In float32 even under autocast: |p|^2 - 2 q.p cancels, and bfloat16 would lose the nearest patch.
+        with torch.autocast(features.device.type, enabled=False):
+            local = self.local_patches(features.float())
+            return (local - self.nearest_patches(local, class_ids)).pow(2).sum(dim=1, keepdim=True).sqrt()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The memory's size is data-dependent: adopt the saved shapes before the copy.
