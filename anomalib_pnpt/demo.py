@@ -29,16 +29,7 @@ def build_demo_model(name: str) -> object:
     if name == "pnpt":
         from anomalib_pnpt import Pnpt
 
-        return Pnpt(
-            backbone="tf_efficientnet_lite2",
-            image_size=128,
-            hidden_dim=128,
-            num_semantic_tokens=20,
-            num_layers=2,
-            ffn_dim=512,
-            learning_rate=1e-3,
-            sigma=2.0,
-        )
+        return Pnpt(preset="lineside", image_size=128, training={"learning_rate": 1e-3})
     if name == "padim":
         from anomalib.models import Padim
 

@@ -48,8 +48,7 @@ from PIL import Image
 from anomalib_pnpt.captions import add_caption, caption_text
 from anomalib_pnpt.data.dataset import ImageReadError, load_rgb_array
 from anomalib_pnpt.data.items import MultiClassNumpyImageBatch
-
-CATEGORIES_FILE = "categories.json"
+from anomalib_pnpt.graph_export import CATEGORIES_FILE
 
 
 def read_categories(model_path: str | Path) -> list[str]:

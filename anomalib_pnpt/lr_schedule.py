@@ -1,35 +1,31 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Learning-rate schedules of both models, chosen by name (plain data, so the CLI and checkpoints carry it).
+"""Learning-rate schedules of both models, each its paper's.
 
 * ``"constant"`` -- no schedule (PNPT's paper gives none).
 * ``"step"`` -- x0.1 after a fraction of the epochs (OneNIP's official recipe: epoch 800 of 1000).
-* ``"warmup_cosine"`` -- linear warm-up over ``warmup_steps`` optimiser steps, then cosine decay to
-  ``final_lr_ratio`` of the base rate at the last step (the fast-converging recipe of Dinomaly: 100 warm-up
-  iterations, cosine to a tenth), stepped every batch.
 
 Example:
     >>> import torch
     >>> optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    >>> config = lr_scheduler_config(optimizer, "warmup_cosine", total_steps=10, warmup_steps=2)
+    >>> config = lr_scheduler_config(optimizer, "step", max_epochs=10)
     >>> rates = []
     >>> for _ in range(10):
     ...     rates.append(round(optimizer.param_groups[0]["lr"], 3))
     ...     optimizer.step()
     ...     config["scheduler"].step()
-    >>> rates[:3], rates[-1]
-    ([0.5, 1.0, 1.0], 0.1)
+    >>> rates[7], rates[8]
+    (1.0, 0.1)
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-SCHEDULES = ("constant", "step", "warmup_cosine")
+SCHEDULES = ("constant", "step")
 
 
 def validate_schedule(schedule: str) -> str:
@@ -53,10 +49,7 @@ def validate_schedule(schedule: str) -> str:
 def lr_scheduler_config(
     optimizer: torch.optim.Optimizer,
     schedule: str,
-    total_steps: int | None = None,
     max_epochs: int | None = None,
-    warmup_steps: int = 0,
-    final_lr_ratio: float = 0.1,
     drop_fraction: float = 0.8,
 ) -> dict[str, Any] | None:
     """The Lightning ``lr_scheduler`` entry for ``schedule`` (``None`` for ``"constant"`` or unknown length).
@@ -64,35 +57,18 @@ def lr_scheduler_config(
     Args:
         optimizer: The optimiser.
         schedule: One of :data:`SCHEDULES`.
-        total_steps: Optimiser steps of the whole training (``warmup_cosine``).
         max_epochs: Training epochs (``step``).
-        warmup_steps: Linear warm-up steps (``warmup_cosine``).
-        final_lr_ratio: Last learning rate as a fraction of the base rate (``warmup_cosine``).
         drop_fraction: Fraction of the epochs after which ``step`` multiplies the rate by 0.1.
 
     Returns:
-        ``{"scheduler": ..., "interval": "step" | "epoch"}`` or ``None``.
+        ``{"scheduler": ..., "interval": "epoch"}`` or ``None``.
 
     Raises:
         ValueError: For an unknown schedule name.
     """
     validate_schedule(schedule)
-    if schedule == "step":
-        if not max_epochs or max_epochs < 1:
-            return None
+    if schedule == "step" and max_epochs and max_epochs >= 1:
         milestone = max(1, round(drop_fraction * max_epochs))
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[milestone], gamma=0.1)
         return {"scheduler": scheduler, "interval": "epoch"}
-    if schedule == "warmup_cosine":
-        if not total_steps or total_steps < 1 or math.isinf(total_steps):
-            return None
-        warmup = max(0, min(warmup_steps, total_steps - 1))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup - 1)
-            return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}
     return None

@@ -110,9 +110,23 @@ class PerClassPostProcessor(PostProcessor):
         self._normal_paths: list[str] = []
         self._skipped_anomalous = 0
 
-    @property
-    def _checkpoint_config_keys(self) -> tuple[str, ...]:
-        return (*super()._checkpoint_config_keys, "image_quantile", "pixel_quantile", "per_class")
+    # What anomalib's checkpoint_config does not know of: the per-class rule (its documented extension pair).
+    own_config_keys = ("image_quantile", "pixel_quantile", "per_class")
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """Anomalib's plain-data configuration plus the per-class rule (quantiles, per-class switch)."""
+        return {**super().checkpoint_config(), **{key: getattr(self, key) for key in self.own_config_keys}}
+
+    def load_checkpoint_config(self, config: dict[str, Any]) -> None:
+        """Restore :meth:`checkpoint_config`'s values.
+
+        Args:
+            config: What :meth:`checkpoint_config` returned.
+        """
+        super().load_checkpoint_config(config)
+        for key in self.own_config_keys:
+            if key in config:
+                setattr(self, key, config[key])
 
     @property
     def image_quantile(self) -> float:

@@ -8,7 +8,7 @@ distance), then normalise that score with a narrow per-class range calibrated in
 ``int8_ptq`` quantises every layer; the INT8 noise of the transformer and of the distance is larger than
 the gap between normal and defective parts, and it shifts the raw scores out of the calibrated range
 (measured on the industrial data: PNPT's scores all became 0, image AUROC 50 for every class -- see
-``benchmarks/results/deployment``). Here only the part of the graph before the first matrix product is
+``benchmarks/deployment.py``). Here only the part of the graph before the first matrix product is
 quantised -- the frozen convolutional backbone, which holds most of the arithmetic -- and everything from
 the prompt retrieval on (transformer, anomaly map, post-processing) stays as exported.
 

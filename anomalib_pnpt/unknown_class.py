@@ -8,7 +8,7 @@ image were of that class, and the calibration of that class decides. An image of
 saw would be scored against the wrong normality and could pass as a confident normal. The retrieval
 similarity tells the two apart: on the three shared classes, a left-out class's test images reach a median
 cosine similarity of ~0.4-0.5 to the nearest known class, known classes' test images (defects included) at
-least ~0.83 (``benchmarks/results/unknown_class_probe_*``).
+least ~0.83 (``benchmarks/unknown_products.py``).
 
 Per class ``c`` the bound is fitted on NORMAL VALIDATION images only: halfway between the least similar of
 ``c``'s own images (to ``c``'s key) and the most similar image of any other known class (to ``c``'s key),

@@ -18,7 +18,7 @@ Usage:
    with torch and the largest score / map difference (FP32 with ``INFERENCE_PRECISION_HINT=f32``).
 2. **Latency** -- ms per 256 px test image at batch 1 and 8, torch eager vs OpenVINO FP32 / FP16 / INT8,
    for PNPT, OneNIP and the unified PatchCore / PaDiM checkpoints of
-   ``benchmarks/results/baselines_industrial`` (run that benchmark first), exported the same way, with
+   ``benchmarks/results/shipped_cpu`` (run that benchmark first), exported the same way, with
    model file sizes and the peak memory of a process that only loads the OpenVINO model and infers.
 3. **Size against data** -- each model trained on 1, 2 and 3 classes with the same number of training
    images per class (``--images-per-class``), and on every training image of the three classes:
@@ -99,9 +99,11 @@ def model_arguments(config_file: Path, data_dir: Path) -> tuple[str, dict[str, A
     """Class path and init args of a CLI config; the DTD folder is looked up under the data directory."""
     model = yaml.safe_load(config_file.read_text())["model"]
     arguments = dict(model.get("init_args", {}))
-    if arguments.get("texture_dir"):
-        textures = data_dir / "dtd"
-        arguments["texture_dir"] = str(textures) if textures.is_dir() else None
+    textures = data_dir / "dtd"
+    for owner in (arguments, arguments.get("network", {}).get("init_args", {})):  # a NetworkWithMemory's network
+        training = owner.get("training") or {}
+        if training.get("texture_dir"):
+            owner["training"] = {**training, "texture_dir": str(textures) if textures.is_dir() else None}
     return model["class_path"], arguments
 
 
@@ -538,7 +540,7 @@ def main() -> None:
     parser.add_argument(
         "--baselines",
         type=Path,
-        default=REPO / "benchmarks" / "results" / "baselines_industrial" / "jobs",
+        default=REPO / "benchmarks" / "results" / "shipped_cpu" / "jobs",
         help="jobs folder of the baselines benchmark (its unified PatchCore / PaDiM checkpoints)",
     )
     parser.add_argument(

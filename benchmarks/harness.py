@@ -13,7 +13,7 @@ test set, after one warm-up batch), peak resident memory of the job's process, a
 (bytes of its serialised ``state_dict``, i.e. what a checkpoint carries).
 
 Example:
-    ``python benchmarks/run_benchmark.py --config benchmarks/configs/baselines_industrial.yaml``
+    ``python benchmarks/run_benchmark.py --config benchmarks/configs/shipped_cpu.yaml``
 """
 
 from __future__ import annotations

@@ -23,11 +23,10 @@ With ``--checkpoint`` nothing is trained: each class is removed from that traine
 training images. The network then has seen the class, so this measures what adding costs and what a prompt made
 after training gives against the one made at training time, not how the network generalises to a new product.
 With ``--as-new`` too, each class comes back as one the network never trained on, so the models score it without
-the network (``untrained_class_scoring``: PNPT's prior, OneNIP's patch memory or prompt images): no trained part is
-involved, so this is exactly what a model trained without the class gives for it on that route.
+the network (``untrained_class_scoring``: PNPT's prior, OneNIP's prompt images, a NetworkWithMemory's memory): no
+trained part is involved, so this is exactly what a model trained without the class gives for it on that route.
 
-``--untrained-class-scoring`` overrides the models' own setting (``network``: as a trained class; OneNIP also
-``memory`` or ``prompt``).
+``--untrained-class-scoring`` overrides the networks' own setting (``network``: as a trained class).
 """
 
 from __future__ import annotations
@@ -172,7 +171,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--untrained-class-scoring",
-        choices=["memory", "prompt", "network"],
+        choices=["prompt", "network"],
         default=None,
         help="how the models score an added class they never trained on (default: the model's own setting)",
     )

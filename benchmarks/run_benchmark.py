@@ -4,8 +4,8 @@
 """Train and test a list of models, unified and separate, on a multi-class root; write one results table.
 
 Usage:
-    python benchmarks/run_benchmark.py --config benchmarks/configs/baselines_industrial.yaml \
-        [--output benchmarks/results/baselines_industrial] [--root DIR] [--max-epochs N]
+    python benchmarks/run_benchmark.py --config benchmarks/configs/shipped_cpu.yaml \
+        [--output benchmarks/results/shipped_cpu] [--root DIR] [--max-epochs N]
 
 The config lists ``models`` (``name``, ``class_path``, ``init_args``), ``modes`` and the data root (the
 environment variable ``ANOMALIB_PNPT_DATA`` replaces ``$DATA`` there and in string ``init_args``; a root of

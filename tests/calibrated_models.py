@@ -14,14 +14,8 @@ import torch
 from anomalib_pnpt import NetworkWithMemory, OneNip, Pnpt
 
 MODELS = {
-    "Pnpt": (
-        Pnpt,
-        {"hidden_dim": 32, "num_semantic_tokens": 4, "num_heads": 4, "num_layers": 1},
-    ),
-    "OneNip": (
-        OneNip,
-        {"hidden_dim": 32, "num_heads": 4, "num_encoder_layers": 1, "num_decoder_layers": 1, "ffn_dim": 64},
-    ),
+    "Pnpt": (Pnpt, {"hidden_dim": 32, "num_layers": 1}),
+    "OneNip": (OneNip, {"hidden_dim": 32, "num_encoder_layers": 1, "num_decoder_layers": 1}),
 }
 
 

@@ -19,7 +19,7 @@ CLASSES = {"Pnpt": Pnpt, "OneNip": OneNip}
 # A scoring setting that is not the default: left out on the command line, it would silently change every score.
 SCORING = {
     "Pnpt": {"fusion_weight": 1.0},
-    "OneNip": {"alpha": 0.25},
+    "OneNip": {},  # (every OneNIP argument that scores also sizes the network: the adopted backbone is the check)
     "OneNip+memory": {"map_weight": 0.5, "score_weight": 0.5, "sampling_ratio": 1.0},
 }
 
@@ -67,9 +67,11 @@ def test_a_given_argument_that_contradicts_the_checkpoint_stops_the_load(name: s
     with pytest.raises(CheckpointArgumentError, match=r"--model.hidden_dim 64 \(checkpoint: 32\)"):
         _restore(CLASSES[name](hidden_dim=64, pre_trained=False), path)
     # Arguments that only shape training are the caller's (a resumed fit with another learning rate).
-    _restore(CLASSES[name](backbone="tf_efficientnet_lite0", learning_rate=0.123, pre_trained=False), path)
+    _restore(
+        CLASSES[name](backbone="tf_efficientnet_lite0", training={"learning_rate": 0.123}, pre_trained=False), path
+    )
     # load_from_checkpoint's keyword arguments are overrides the caller asked for.
-    override = {"alpha": 0.25} if name == "OneNip" else {"sigma": 2.0}
+    override = {"training": {"seed": 3}} if name == "OneNip" else {"fusion_weight": 1.0}
     loaded = CLASSES[name].load_from_checkpoint(path, **override)
     assert loaded.hparams["hidden_dim"] == 32  # the checkpoint's
     assert {key: loaded.hparams[key] for key in override} == override  # and the caller's override

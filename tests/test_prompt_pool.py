@@ -175,16 +175,14 @@ def test_the_model_owns_its_pool_and_rebuilds_it_on_request(demo_root: Path, tmp
         engine = Engine(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=1, accelerator="cpu", logger=False)
         engine.fit(model, datamodule=data)
 
-    model = Pnpt(
-        backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, hidden_dim=32, num_semantic_tokens=4
-    )
+    model = Pnpt(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=64, hidden_dim=32)
     two, three = datamodule(["disc", "weave"]), datamodule(["disc", "tiles", "weave"])
     model.fill_prompt_pool(two)
     assert model.prompt_pool.num_classes == 2 and model.prompt_categories == ["disc", "weave"]
     keys = model.prompt_pool.keys.clone()
     fit(model, two)  # ready: kept as built
     assert torch.equal(model.prompt_pool.keys, keys)
-    model.rebuild_prompt_pool = True  # --model.rebuild_prompt_pool true on the CLI
+    model.rebuild_prompt_pool = True  # --model.training.rebuild_prompt_pool true on the CLI
     fit(model, three)
     assert model.prompt_pool.num_classes == 3 and model.prompt_categories == ["disc", "tiles", "weave"]
 

@@ -33,8 +33,6 @@ def _small_pnpt() -> Pnpt:
         pre_trained=False,
         image_size=128,
         hidden_dim=32,
-        num_semantic_tokens=4,
-        num_heads=4,
         num_layers=1,
     )
 

@@ -25,7 +25,6 @@ PromptedPrediction``) and implements ``build_prompt_pool`` and ``training_losses
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -44,7 +43,7 @@ from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
 from anomalib_pnpt.checkpoint_arguments import CheckpointArguments
-from anomalib_pnpt.data.dataset import load_rgb_array
+from anomalib_pnpt.class_management import ClassManagement
 from anomalib_pnpt.data.items import (
     MultiClassGraphOutputs,
     MultiClassImageBatch,
@@ -53,6 +52,7 @@ from anomalib_pnpt.data.items import (
 )
 from anomalib_pnpt.distributed import gather_samples
 from anomalib_pnpt.feature_cache import FeatureCache
+from anomalib_pnpt.graph_export import GraphExport
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
 from anomalib_pnpt.per_class_calibration import PerClassPostProcessor
 from anomalib_pnpt.pre_processing import BackbonePreProcessor
@@ -64,7 +64,7 @@ from anomalib_pnpt.visualizer import MultiClassImageVisualizer
 logger = logging.getLogger(__name__)
 
 
-class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule):
+class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, PromptPoolMixin, AnomalibModule):
     """Base anomalib module of the prompt-pool models.
 
     Args:
@@ -113,7 +113,6 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         self.cache_features = cache_features
         self.seed = seed
         self.rebuild_prompt_pool = rebuild_prompt_pool
-        self._tracing_graph = False  # True only while ``to_onnx`` traces ``forward``
         self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
         self.prompt_categories: list[str] = []
         self.trained_categories: list[str] = []  # the classes the network was trained with (add_class keeps it)
@@ -164,7 +163,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         del args, kwargs
         # Inference only (training goes through ``training_step``): without gradients, a stock
         # ``TorchInferencer``'s outputs convert to numpy. Tracing for export keeps the graph free of the switch.
-        with nullcontext() if self._tracing_graph else torch.no_grad():
+        with nullcontext() if self.tracing_graph else torch.no_grad():
             images = self.pre_processor(batch) if self.pre_processor else batch
             raw = self.predict_images(images)
             class_ids, class_similarity = raw.class_id, raw.class_similarity
@@ -176,63 +175,9 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
             elif self.post_processor:
                 predictions = self.post_processor(predictions)
         extra = {"pred_category_id": class_ids, "pred_category_similarity": similarity, "pred_unknown": unknown}
-        if self._tracing_graph:  # named graph outputs (then hidden from stock inferencers, see ``to_onnx``)
+        if self.tracing_graph:  # named graph outputs (then hidden from stock inferencers, see ``to_onnx``)
             return MultiClassGraphOutputs(*predictions, **extra)
         return MultiClassInferenceBatch(*predictions, **extra)
-
-    def to_torch(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
-        """Export to a torch ``.pt`` as anomalib does, plus ``categories.json`` beside it."""
-        path = super().to_torch(export_root, *args, **kwargs)
-        self._write_categories(path)
-        return path
-
-    def to_onnx(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
-        """Export to ONNX as anomalib does, plus ``categories.json`` (what ``pred_category_id`` indexes).
-
-        The graph is traced with three more outputs: the retrieved class ``pred_category_id``, its similarity
-        ``pred_category_similarity`` and the unknown-class flag ``pred_unknown``. They are then removed from the
-        graph's output list: the tensors stay (the calibration and the labels read them), and anomalib's stock
-        ``OpenVINOInferencer``, which turns every output into a ``NumpyImageBatch`` field, sees anomalib's four.
-        ``anomalib_pnpt.deploy.read_model`` lists them as outputs again. anomalib's ``to_openvino`` converts
-        this ONNX file, so the OpenVINO export is the same graph.
-        """
-        from anomalib_pnpt.deploy import EXTRA_OUTPUTS, hide_onnx_output
-
-        self._tracing_graph = True
-        try:
-            path = super().to_onnx(export_root, *args, **kwargs)
-        finally:
-            self._tracing_graph = False
-        import onnx
-
-        outputs = {output.name for output in onnx.load(str(path)).graph.output}
-        for name in EXTRA_OUTPUTS:
-            if name in outputs:
-                hide_onnx_output(path, name)
-        self._write_categories(path)
-        return path
-
-    def to_openvino(self, export_root: Path | str, *args, **kwargs) -> Path:  # noqa: ANN002, ANN003
-        """Export to OpenVINO as anomalib does, plus ``categories.json`` beside it."""
-        path = super().to_openvino(export_root, *args, **kwargs)
-        self._write_categories(path)
-        return path
-
-    @staticmethod
-    def _post_training_quantization_ov(model: Any, datamodule: Any = None) -> Any:
-        """INT8 post-training quantisation of the backbone only, for anomalib's ``int8_ptq``.
-
-        Quantising every layer, as anomalib does, drowns the reconstruction distance in INT8 noise (see
-        :mod:`anomalib_pnpt.quantization`).
-        """
-        from anomalib_pnpt.quantization import quantize_with_datamodule
-
-        return quantize_with_datamodule(model, datamodule)
-
-    def _write_categories(self, model_path: Path) -> None:
-        from anomalib_pnpt.deploy import CATEGORIES_FILE
-
-        (Path(model_path).parent / CATEGORIES_FILE).write_text(json.dumps(list(self.prompt_categories)))
 
     def setup(self, stage: str) -> None:
         """Seed the run's random draws (pool, shuffling, noise, synthetic anomalies) when the model has a seed.
@@ -257,10 +202,17 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         """The network's prompt pool, which this module builds (``PromptPoolMixin``)."""
         return self.model.prompt_pool
 
+    def attached_trainer(self) -> Any:
+        """The trainer this module is attached to, or ``None`` (Lightning's ``trainer`` raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def adamw_with_schedule(self, drop_fraction: float = 0.8) -> dict[str, Any]:
         """AdamW over the network's trainable parameters with the model's learning-rate schedule.
 
-        Uses the subclass's ``learning_rate``, ``weight_decay``, ``lr_schedule`` and ``warmup_steps``.
+        Uses the subclass's ``learning_rate``, ``weight_decay`` and ``lr_schedule``.
 
         Args:
             drop_fraction: Fraction of the epochs after which the ``"step"`` schedule divides the rate by 10.
@@ -270,17 +222,9 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         """
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
-        trainer = self._trainer
-        # Only the per-step schedule needs the step count (Lightning sets the training data up to count it).
-        per_step = trainer is not None and self.lr_schedule == "warmup_cosine"
-        scheduler = lr_scheduler_config(
-            optimizer,
-            self.lr_schedule,
-            total_steps=trainer.estimated_stepping_batches if per_step else None,
-            max_epochs=trainer.max_epochs if trainer is not None else None,
-            warmup_steps=self.warmup_steps,
-            drop_fraction=drop_fraction,
-        )
+        trainer = self.attached_trainer()
+        max_epochs = trainer.max_epochs if trainer is not None else None
+        scheduler = lr_scheduler_config(optimizer, self.lr_schedule, max_epochs=max_epochs, drop_fraction=drop_fraction)
         return {"optimizer": optimizer} if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def profile(self, action: str) -> AbstractContextManager:
@@ -295,7 +239,7 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         Returns:
             A context manager.
         """
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         return trainer.profiler.profile(f"[{type(self).__name__}] {action}") if trainer is not None else nullcontext()
 
     # Training batches per epoch on which the network's fit is measured against its prior (``log_fit``).
@@ -465,152 +409,6 @@ class PromptedAnomalyModule(CheckpointArguments, PromptPoolMixin, AnomalibModule
         self.retrieval_counts = (correct, total)
         self.log("retrieval_accuracy", correct / total)  # the same value on every rank
         logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
-
-    # ------------------------------------------------------------------ classes after training
-    def class_prompt_entries(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Prompt-pool entries of one class from its pre-processed normal images (the model's own prompt rule).
-
-        Args:
-            images: ``(N, 3, H, W)`` pre-processed normal images of the class.
-
-        Returns:
-            ``(keys (E, D), [prompt_i (E, *shape_i)], counts (E,))`` with the pool's ``entries_per_class`` entries
-            (PNPT: one class mean; OneNIP: ``prompts_per_class`` images).
-        """
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def add_class(
-        self,
-        name: str,
-        images: torch.Tensor | Sequence[str | Path] | str | Path,
-        calibration_share: float = 0.2,
-        batch_size: int = 16,
-    ) -> dict[str, Any]:
-        """Add a product class to a trained, calibrated model from normal images, without training.
-
-        The network is untouched: the class's prompt-pool entries are made from its images by the model's own
-        rule (:meth:`class_prompt_entries`), and its per-class normalisation and thresholds are calibrated on
-        held-out images of it (every ``1 / calibration_share``-th image, at least two), as validation does for
-        the trained classes. A class of the same name is replaced (its entries and calibration are made anew;
-        it moves to the last index). Exports of the model contain the class. The pool marks whether the network
-        was trained with the class (``trained_categories``); by default a class the network never trained on is
-        scored without it (``untrained_class_scoring``: PNPT by its prior, OneNIP by its prompt images' nearest
-        patches, a network with a patch memory by the class's memory), because the networks do not carry over to a
-        product they never saw.
-
-        Args:
-            name: Class name (what predictions report).
-            images: Normal images: ``(N, 3, H, W)`` in ``[0, 1]``, image files, or a folder of them.
-            calibration_share: Share of the images held out for calibration.
-            batch_size: Images per forward pass.
-
-        Returns:
-            ``{"class", "index", "prompt_images", "calibration_images", "retrieved_share", "scored_by"}``:
-            ``retrieved_share`` is the share of the held-out images the pool retrieves as this class (1.0 unless the
-            class looks like another); ``scored_by`` is ``"network"`` for a class the network trained with, else
-            the model's ``untrained_class_scoring`` (``"prompt"``: the class's prompt alone; ``"memory"``: its patch
-            memory).
-
-        Example:
-            >>> model.add_class("gasket", "line3/gasket/good")  # doctest: +SKIP
-        """
-        if self.post_processor.num_classes != len(self.prompt_categories) or not self.prompt_categories:
-            msg = "add_class needs a trained and calibrated model (train it, or load its checkpoint, first)."
-            raise RuntimeError(msg)
-        if name in self.prompt_categories:
-            self.remove_class(name)
-        prepared = self._prepared_images(images)
-        if len(prepared) < 3:
-            msg = f"Class '{name}': {len(prepared)} images given; at least 3 are needed (2 are held out to calibrate)."
-            raise ValueError(msg)
-        held_out = torch.zeros(len(prepared), dtype=torch.bool)
-        held_out[torch.linspace(0, len(prepared) - 1, max(2, round(calibration_share * len(prepared)))).long()] = True
-        was_training = self.training
-        self.eval()
-        device = self.device
-        keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
-        trained = name in self.trained_categories
-        self.model.prompt_pool.append(keys, prompts, counts, trained=trained)
-        self.prompt_categories.append(name)
-        index = len(self.prompt_categories) - 1
-        self.on_class_added(index, prepared[~held_out].to(device), trained)
-        scores, maps, class_ids, own = [], [], [], []
-        for chunk in prepared[held_out].split(batch_size):
-            raw = self.predict_images(chunk.to(device))
-            scores.append(raw.pred_score.reshape(-1))
-            maps.append(raw.anomaly_map)
-            class_ids.append(raw.class_id.reshape(-1))
-            own.append(raw.class_similarity[:, index])
-        # The unknown-class bound needs how close other classes come to the new one; their validation images
-        # are not at hand, so their pool keys (class means / prompt images) stand for them.
-        pool = self.model.prompt_pool
-        others = pool.class_similarity(pool.keys[: index * pool.entries_per_class])[:, index]
-        self.post_processor.append_class(torch.cat(scores), torch.cat(maps), torch.cat(own), others)
-        self.train(was_training)
-        retrieved = float((torch.cat(class_ids) == index).float().mean())
-        if retrieved < 1:
-            logger.warning("Class '%s': the pool retrieves only %.0f %% of its held-out images.", name, 100 * retrieved)
-        return {
-            "class": name,
-            "index": index,
-            "prompt_images": int((~held_out).sum()),
-            "calibration_images": int(held_out.sum()),
-            "retrieved_share": retrieved,
-            "scored_by": "network" if trained else self.untrained_class_scoring,
-        }
-
-    @property
-    def untrained_class_scoring(self) -> str:
-        """How a class the network never trained on is scored (the network's ``untrained_class_scoring``)."""
-        return self.model.untrained_class_scoring
-
-    def on_class_added(self, index: int, images: torch.Tensor, trained: bool) -> None:
-        """Hook of :meth:`add_class`, after the pool entries and before calibration (default: nothing).
-
-        A model that keeps more of a class than its pool entries (OneNIP's patch memory) makes it here.
-
-        Args:
-            index: The new class's index.
-            images: ``(N, 3, H, W)`` its pre-processed images (not those held out for calibration).
-            trained: Whether the network was trained with the class.
-        """
-
-    def on_class_removed(self, index: int) -> None:
-        """Hook of :meth:`remove_class`, after the pool entries are removed (default: nothing).
-
-        Args:
-            index: The removed class's index (later classes move up one).
-        """
-
-    def remove_class(self, name: str) -> None:
-        """Remove a class: its prompt-pool entries and calibration; later classes move up one index.
-
-        Args:
-            name: Class name.
-        """
-        if name not in self.prompt_categories:
-            msg = f"Class '{name}' is not in the model (classes: {self.prompt_categories})."
-            raise KeyError(msg)
-        if len(self.prompt_categories) == 1:
-            msg = "Cannot remove the model's only class."
-            raise ValueError(msg)
-        index = self.prompt_categories.index(name)
-        self.model.prompt_pool.remove_class(index)
-        self.on_class_removed(index)
-        if self.post_processor.num_classes:
-            self.post_processor.remove_class(index)
-        self.prompt_categories.pop(index)
-
-    def _prepared_images(self, images: torch.Tensor | Sequence[str | Path] | str | Path) -> torch.Tensor:
-        """Pre-processed ``(N, 3, H, W)`` images from a tensor in ``[0, 1]``, image files or a folder."""
-        if isinstance(images, torch.Tensor):
-            return self.pre_processor.transform(images)
-        from anomalib_pnpt.deploy import image_files  # checks every file before any work
-
-        files = image_files(images) if isinstance(images, str | Path) else [Path(f) for f in images]
-        tensors = [torch.from_numpy(load_rgb_array(f)).permute(2, 0, 1).float().div(255)[None] for f in files]
-        return torch.cat([self.pre_processor.transform(t) for t in tensors])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the class names of the prompt pool and those the network was trained with."""

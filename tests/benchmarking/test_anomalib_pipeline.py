@@ -71,13 +71,11 @@ def test_shipped_benchmark_example_runs_every_model_to_one_table(demo_root: Path
             "backbone": "tf_efficientnet_lite0",
             "image_size": 64,
             "hidden_dim": 32,
-            "num_heads": 4,
             "num_encoder_layers": 1,
             "num_decoder_layers": 1,
-            "ffn_dim": 64,
-            "texture_dir": None,
+            "training": {"texture_dir": None},
         },
-        "PNPT": {"backbone": "tf_efficientnet_lite0", "image_size": 64, "hidden_dim": 32, "num_semantic_tokens": 4},
+        "PNPT": {"backbone": "tf_efficientnet_lite0", "image_size": 64, "hidden_dim": 32},
     }
     for entry in config["benchmark"]["model"]["grid"]:
         entry["init_args"].update(tiny[entry["name"]])

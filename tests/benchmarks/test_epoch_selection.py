@@ -17,12 +17,9 @@ TINY_RESIDUAL_PNPT = {
     "pre_trained": False,
     "image_size": 64,
     "hidden_dim": 32,
-    "num_semantic_tokens": 4,
-    "num_heads": 4,
     "num_layers": 1,
-    "seed": 0,
     "prior_residual": True,
-    "learning_rate": 1.0,  # diverges: the epochs after the start are worse, so the restore is tested
+    "training": {"seed": 0, "learning_rate": 1.0},  # diverges: the later epochs are worse, so the restore is tested
 }
 
 

@@ -16,10 +16,8 @@ TINY_PNPT = {
     "pre_trained": False,
     "image_size": 64,
     "hidden_dim": 32,
-    "num_semantic_tokens": 4,
-    "num_heads": 4,
     "num_layers": 1,
-    "seed": 0,
+    "training": {"seed": 0},
 }
 
 

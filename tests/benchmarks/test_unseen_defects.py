@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-pnpt contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The unseen synthetic defects (``benchmarks/unseen_defects.py``) that choose ``memory_weight``: their masks."""
+"""The unseen synthetic defects (``benchmarks/unseen_defects.py``) that choose an epoch on validation images."""
 
 from __future__ import annotations
 

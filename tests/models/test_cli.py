@@ -23,15 +23,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 JSONL = "predictions.jsonl"
 # Every shipped config, with the arguments that make it tiny (random weights where the backbone is on the hub).
-TINY_PNPT = {"image_size": "128", "hidden_dim": "32", "num_layers": "1", "texture_dir": "null"}
+# The configs' DTD folder may be absent (CI): noise textures.
+TINY_PNPT = {"image_size": "128", "hidden_dim": "32", "num_layers": "1", "training.texture_dir": "null"}
 TINY_ONENIP = {
     "image_size": "128",
     "hidden_dim": "32",
     "num_encoder_layers": "1",
     "num_decoder_layers": "1",
-    "texture_dir": "null",  # the config's DTD folder may be absent (CI): noise textures
+    "training.texture_dir": "null",
 }
-TINY_ONENIP_JSON = {**{k: int(v) for k, v in TINY_ONENIP.items() if v.isdigit()}, "texture_dir": None}
+TINY_ONENIP_JSON = {**{k: int(v) for k, v in TINY_ONENIP.items() if v.isdigit()}, "training": {"texture_dir": None}}
 CONFIGS = {
     "pnpt_cpu": ("Pnpt", TINY_PNPT),
     "pnpt_cpu_lineside": ("Pnpt", TINY_PNPT),

@@ -153,3 +153,33 @@ def test_anomalibs_stock_inferencers_run_our_exports_with_per_class_calibration(
             near_threshold = np.abs(expected.anomaly_map[index].numpy().reshape(-1) - 0.5) < 1e-3
             assert not (differs & ~near_threshold).any()
         assert int(ours.predict(array).pred_category_id[0]) == int(expected.pred_category_id[index])
+
+
+def test_int8_ptq_export_quantises_the_backbone_only(tmp_path: Path) -> None:
+    """anomalib's ``INT8_PTQ`` through the public ``to_openvino``: FakeQuantize nodes, none after the backbone."""
+    from anomalib_pnpt.quantization import TRANSFORMER_START
+    from tests.test_quantization import _ValidationImages
+
+    model = calibrated_model("Pnpt")
+    path = Engine(default_root_dir=tmp_path).export(
+        model,
+        export_type="openvino",
+        export_root=tmp_path,
+        input_size=(128, 128),
+        compression_type="int8_ptq",
+        datamodule=_ValidationImages(size=128),
+    )
+    downstream: set[str] = set()  # at or after the first matrix product (the transformer)
+    quantized_after, quantized = [], 0
+    for operation in openvino.Core().read_model(str(path)).get_ordered_ops():
+        name = operation.get_friendly_name()
+        parents = [port.get_source_output().get_node().get_friendly_name() for port in operation.inputs()]
+        if operation.get_type_name() in TRANSFORMER_START or any(parent in downstream for parent in parents):
+            downstream.add(name)
+        if operation.get_type_name() == "FakeQuantize":
+            quantized += 1
+            if name in downstream:
+                quantized_after.append(name)
+    assert quantized > 0
+    assert quantized_after == []
+    assert (path.parent / "categories.json").is_file()

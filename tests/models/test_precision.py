@@ -3,7 +3,7 @@
 
 """Both models under bfloat16 autocast (Lightning's ``precision="bf16-mixed"`` on a CPU) score as in float32.
 
-float32 stays the default: bf16 steps were slower on this project's CPUs (``benchmarks/results/step_precision``),
+float32 stays the default: bf16 steps were slower on this project's CPUs (``benchmarks/FINDINGS.md``),
 but a user with a bf16 GPU or CPU may ask for it, and must then get the same classes and nearly the same scores.
 """
 

@@ -18,7 +18,9 @@ from tests.calibrated_models import MODELS
 def _train(name: str, seed: int | None, root: Path, folder: Path, other_work: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(other_work)  # the global random state differs before the model is made ...
     cls, arguments = MODELS[name]
-    model = cls(backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, seed=seed, **arguments)
+    model = cls(
+        backbone="tf_efficientnet_lite0", pre_trained=False, image_size=128, training={"seed": seed}, **arguments
+    )
     torch.manual_seed(other_work)  # ... and between making it and training it (the CLI instantiates more)
     datamodule = MultiClassMVTecAD(root=root, num_workers=0, train_batch_size=8, eval_batch_size=16)
     engine = Engine(

@@ -27,20 +27,22 @@ def _engine(folder: Path, epochs: int) -> Engine:
 
 def test_fit_then_test_reports_the_resumed_checkpoint(demo_root: Path, tmp_path: Path) -> None:
     cls, arguments = MODELS["Pnpt"]
-    small = {"backbone": "tf_efficientnet_lite0", "pre_trained": False, "image_size": 128, "seed": 0, **arguments}
+    small = {"backbone": "tf_efficientnet_lite0", "pre_trained": False, "image_size": 128, **arguments}
     datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=8, eval_batch_size=16)
     interrupted_engine = _engine(tmp_path / "interrupted", 1)
-    interrupted_engine.fit(cls(**small, learning_rate=1e-2), datamodule=datamodule)
+    interrupted_engine.fit(cls(**small, training={"seed": 0, "learning_rate": 1e-2}), datamodule=datamodule)
     (interrupted,) = (tmp_path / "interrupted").rglob("*.ckpt")
 
     resumed_engine = _engine(tmp_path / "resumed", 3)
-    resumed_model = cls(**small, learning_rate=1e-2)
+    resumed_model = cls(**small, training={"seed": 0, "learning_rate": 1e-2})
     resumed_engine.fit(resumed_model, datamodule=datamodule, ckpt_path=interrupted)  # anomalib fit --ckpt_path
     (resumed,) = (tmp_path / "resumed").rglob("*.ckpt")
     assert torch.load(resumed, weights_only=False)["epoch"] == 2  # trained on to the new length
 
     reported = resumed_engine.test(resumed_model, datamodule=datamodule, ckpt_path=resumed)  # anomalib test
     in_memory = _engine(tmp_path / "check", 3).test(resumed_model, datamodule=datamodule)
-    old = _engine(tmp_path / "old", 3).test(cls(**small), datamodule=datamodule, ckpt_path=interrupted)
+    old = _engine(tmp_path / "old", 3).test(
+        cls(**small, training={"seed": 0}), datamodule=datamodule, ckpt_path=interrupted
+    )
     assert reported[0] == in_memory[0]
     assert reported[0] != old[0]  # what `anomalib train --ckpt_path <interrupted>` would have reported

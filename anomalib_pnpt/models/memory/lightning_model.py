@@ -35,7 +35,6 @@ from anomalib.metrics import Evaluator
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 
 from anomalib_pnpt.checkpoint_arguments import COMPONENTS
 from anomalib_pnpt.data.items import PromptedPrediction
@@ -168,10 +167,6 @@ class NetworkWithMemory(NormalScaleCalibration, PromptedAnomalyModule):
     def configure_optimizers(self) -> Any:
         """The network's optimiser and schedule (the memory has no parameters)."""
         return self.network.configure_optimizers()
-
-    def configure_callbacks(self) -> Sequence[Callback]:
-        """This module's callbacks (the network's components are not used)."""
-        return super().configure_callbacks()
 
     def setup(self, stage: str) -> None:
         """Seed as the network would (``seed``)."""

@@ -19,7 +19,7 @@ Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
     >>> from anomalib_pnpt import OneNip  # doctest: +SKIP
     >>> from anomalib_pnpt.data import MultiClassMVTecAD  # doctest: +SKIP
-    >>> model = OneNip(preset="cpu", texture_dir="../shared/data/dtd")  # doctest: +SKIP
+    >>> model = OneNip(preset="cpu", training={"texture_dir": "../shared/data/dtd"})  # doctest: +SKIP
     >>> engine = Engine(max_epochs=20)  # doctest: +SKIP
     >>> engine.fit(model, datamodule=MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
 
@@ -42,7 +42,6 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
-from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.models.onenip.presets import PRESETS
 from anomalib_pnpt.models.onenip.prompt_selection import PromptSelection, closest_to_mean
 from anomalib_pnpt.models.onenip.synthetic_bank import SyntheticCopyBank
@@ -52,6 +51,7 @@ from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
 from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
+from anomalib_pnpt.training_settings import DEFAULTS, TrainingSettings, resolve_training
 
 logger = logging.getLogger(__name__)
 
@@ -59,183 +59,84 @@ logger = logging.getLogger(__name__)
 class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
     """OneNIP: One Normal Image Prompt for multi-class anomaly detection.
 
-    Every argument is plain data. ``preset`` chooses the defaults of the arguments that default to ``None``
-    (``"paper"`` or ``"cpu"``; see :mod:`anomalib_pnpt.models.onenip.presets`); an explicit value wins, and
-    checkpoints record the resolved values. The network's arguments (``backbone`` ... ``dice_per_image``) are
-    :class:`OneNipModel`'s, documented there; open choices are in the model's README.
+    Every argument is plain data. ``preset`` sizes the network (``"paper"`` or ``"cpu"``;
+    :mod:`anomalib_pnpt.models.onenip.presets`); an argument given explicitly wins over it, and checkpoints record the
+    resolved values. The rest is the paper's (stages 1-4 at stride 16, 8 heads, dropout 0.1, jitter 20, dynamic
+    prompts, restoration stream and refiner, alpha 0.5, Dice weight 0.5); open choices are in the model's README.
 
     Args:
-        preset: Named defaults: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128);
-            ``None``: ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``
-            (:mod:`~anomalib_pnpt.checkpoint_arguments`).
-        backbone: See :class:`OneNipModel` (preset).
-        layers: See :class:`OneNipModel`.
-        pre_trained: See :class:`OneNipModel`.
-        weights_path: See :class:`OneNipModel`.
-        image_size: See :class:`OneNipModel` (preset).
-        hidden_dim: See :class:`OneNipModel` (preset).
-        num_heads: See :class:`OneNipModel`.
-        num_encoder_layers: See :class:`OneNipModel` (preset).
-        num_decoder_layers: See :class:`OneNipModel` (preset).
-        ffn_dim: See :class:`OneNipModel` (preset).
-        dropout: See :class:`OneNipModel`.
-        neighbor_size: See :class:`OneNipModel`.
-        noise_scale: See :class:`OneNipModel`.
-        prompt_mode: See :class:`OneNipModel` (Table 4a ablation).
-        prompts_per_class: See :class:`OneNipModel`.
-        training_prompts_per_class: See :class:`OneNipModel`.
-        use_restoration: See :class:`OneNipModel` (Table 4a ablation).
-        use_refiner: See :class:`OneNipModel` (Table 4a ablation).
-        refiner_channels: See :class:`OneNipModel`.
-        alpha: See :class:`OneNipModel`.
-        score_pool: See :class:`OneNipModel`.
-        dice_weight: See :class:`OneNipModel`.
-        dice_per_image: See :class:`OneNipModel`.
-        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prompt
-            images alone, ``"network"`` like the trained classes; see :class:`OneNipModel`.
-        texture_dir: DTD-layout folder of anomaly textures; ``None`` uses noise textures.
-        cutpaste_probability: Share of CutPaste(-scar) synthetic anomalies (paper: 0.5).
-        grey_texture_probability: Share of texture anomalies whose texture is made grey (paper: 0; DTD's
-            colours are a shortcut on grey parts).
-        synthetic_refresh_epochs: Epochs each training image's synthetic copy (and its backbone features) is
-            reused before a new one is made (preset; paper: 1, a new copy every step; see ``synthetic_bank.py``).
-        calibration_images: Normal training images used to calibrate the refiner scale.
-        learning_rate: AdamW learning rate (preset; paper: 1e-4).
-        weight_decay: AdamW weight decay (paper: 1e-4).
-        gradient_clip: Gradient-norm clipping (paper: 0.1).
-        lr_drop_fraction: Learning rate x0.1 after this fraction of the epochs (paper: 800 of 1000).
-        lr_schedule: ``"step"`` (the paper's), ``"warmup_cosine"`` or ``"constant"`` (see
-            :mod:`anomalib_pnpt.lr_schedule`).
-        warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
-        cache_features: Reuse the clean training images' backbone features across epochs.
-        feature_cache_mb: Memory bound of that cache in MiB (default 8 GiB; beyond it, features are computed
-            every epoch, with one warning).
+        preset: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128); ``None``:
+            ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``.
+        backbone: timm backbone; its stages 1-4 make the features (preset).
+        pre_trained: ImageNet weights for the backbone.
+        weights_path: Local backbone weights file (a hub backbone on an offline machine).
+        image_size: Input side; fixes the token grid (preset; paper: 224).
+        hidden_dim: Token width (preset).
+        num_encoder_layers: Encoder depth (preset).
+        num_decoder_layers: Bidirectional decoder depth (preset).
+        training: How it trains (:class:`~anomalib_pnpt.training_settings.TrainingSettings`; the paper's AdamW
+            1e-4 with weight decay 1e-4, clipping 0.1, x0.1 at 80 % of the epochs, DTD textures from
+            ``texture_dir``); a key left out takes its default.
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
-        seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
-            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
-        rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
-            (e.g. resuming on new data).
     """
 
     # What only shapes training: a resumed fit takes them from the command line, not the checkpoint.
-    training_arguments = frozenset(
-        {
-            "pre_trained",
-            "weights_path",
-            "dropout",
-            "noise_scale",
-            "training_prompts_per_class",
-            "dice_weight",
-            "dice_per_image",
-            "texture_dir",
-            "cutpaste_probability",
-            "grey_texture_probability",
-            "synthetic_refresh_epochs",
-            "calibration_images",
-            "learning_rate",
-            "weight_decay",
-            "gradient_clip",
-            "lr_drop_fraction",
-            "lr_schedule",
-            "warmup_steps",
-            "cache_features",
-            "feature_cache_mb",
-            "seed",
-            "rebuild_prompt_pool",
-        }
-    )
+    training_arguments = frozenset({"pre_trained", "weights_path", "training"})
 
     # The official recipe: 1000 epochs, learning rate x0.1 at epoch 800 (see training_length.TrainingLength).
     default_max_epochs = 1000
 
-    # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
     def __init__(  # noqa: PLR0913
         self,
         preset: str | None = None,
         backbone: str | None = None,
-        layers: Sequence[int] = (0, 1, 2, 3),
         pre_trained: bool = True,
         weights_path: str | None = None,
         image_size: int | None = None,
         hidden_dim: int | None = None,
-        num_heads: int = 8,
         num_encoder_layers: int | None = None,
         num_decoder_layers: int | None = None,
-        ffn_dim: int | None = None,
-        dropout: float = 0.1,
-        neighbor_size: int | None = None,
-        noise_scale: float = 20.0,
-        prompt_mode: str = "dynamic",
-        prompts_per_class: int = 1,
-        training_prompts_per_class: int = 32,
-        use_restoration: bool = True,
-        use_refiner: bool = True,
-        refiner_channels: int = 128,
-        alpha: float = 0.5,
-        score_pool: int = 16,
-        dice_weight: float = 0.5,
-        dice_per_image: bool = False,
-        untrained_class_scoring: str = "prompt",
-        texture_dir: str | None = None,
-        cutpaste_probability: float = 0.5,
-        grey_texture_probability: float = 0.0,
-        synthetic_refresh_epochs: int | None = None,
-        calibration_images: int = 256,
-        learning_rate: float | None = None,
-        weight_decay: float = 1e-4,
-        gradient_clip: float = 0.1,
-        lr_drop_fraction: float = 0.8,
-        lr_schedule: str = "step",
-        warmup_steps: int = 0,
-        cache_features: bool = True,
-        feature_cache_mb: float | None = 8192,
+        training: TrainingSettings | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
-        seed: int | None = None,
-        rebuild_prompt_pool: bool = False,
     ) -> None:
         # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
         given = dict(locals())
         preset = preset or "paper"
-        arguments = resolve_preset(PRESETS, preset, {**given, "preset": preset})
+        resolved = resolve_preset(PRESETS, preset, {**given, "preset": preset})
+        arguments = {**PRESETS[preset], **resolved}  # and what the preset sets beyond the arguments (e.g. layers)
+        defaults = {**DEFAULTS, "learning_rate": arguments["learning_rate"], "gradient_clip": 0.1}
+        settings = resolve_training(defaults, training)
         backbone = arguments["backbone"]
         super().__init__(
             backbone=backbone,
             image_size=arguments["image_size"],
-            cache_features=cache_features,
-            feature_cache_mb=feature_cache_mb,
-            feature_id=f"onenip:{backbone}:{list(layers)}:{pre_trained}:{weights_path}",
+            cache_features=settings["cache_features"],
+            feature_cache_mb=settings["feature_cache_mb"],
+            feature_id=f"onenip:{backbone}:{arguments['layers']}:{pre_trained}:{weights_path}",
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
-            seed=seed,
-            rebuild_prompt_pool=rebuild_prompt_pool,
+            seed=settings["seed"],
+            rebuild_prompt_pool=settings["rebuild_prompt_pool"],
         )
         # The checkpoint keeps the values the preset resolved to, not only its name.
-        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset]})
+        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset] if name in given})
         self.record_given_arguments(given)
-        self.learning_rate = arguments["learning_rate"]
-        self.weight_decay = weight_decay
-        self.gradient_clip = gradient_clip
-        self.lr_drop_fraction = lr_drop_fraction
-        self.lr_schedule = validate_schedule(lr_schedule)
-        self.warmup_steps = warmup_steps
-        self.calibration_images = calibration_images
+        self.learning_rate = settings["learning_rate"]
+        self.weight_decay = settings["weight_decay"]
+        self.gradient_clip = settings["gradient_clip"]
+        self.lr_schedule = "step"  # the official recipe: x0.1 after 80 % of the epochs
+        self.calibration_images = settings["calibration_images"]
         self.model = OneNipModel(**arguments_of(OneNipModel, arguments))
         mean, std = backbone_normalization(backbone)
-        self.anomaly_generator = SyntheticAnomalyGenerator(
-            texture_dir=texture_dir,
-            mean=mean,
-            std=std,
-            cutpaste_probability=cutpaste_probability,
-            grey_texture_probability=grey_texture_probability,
-        )
+        self.anomaly_generator = SyntheticAnomalyGenerator(texture_dir=settings["texture_dir"], mean=mean, std=std)
         # Synthetic copies and their features, reused for ``synthetic_refresh_epochs`` epochs (1: the paper).
         self.synthetic_bank = SyntheticCopyBank(self.feature_cache.backbone_id, arguments["synthetic_refresh_epochs"])
         self.synthesis_seconds = 0.0  # time spent generating synthetic anomalies (measured, logged)
@@ -359,8 +260,8 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with the chosen schedule (default, the paper's: x0.1 after ``lr_drop_fraction`` of the epochs)."""
-        return self.adamw_with_schedule(drop_fraction=self.lr_drop_fraction)
+        """AdamW with the paper's schedule: x0.1 after 80 % of the epochs."""
+        return self.adamw_with_schedule(drop_fraction=0.8)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

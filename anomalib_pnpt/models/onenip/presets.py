@@ -8,7 +8,7 @@
 - ``cpu``: sized to train on a 2-core CPU without network: the offline ImageNet EfficientNet-Lite2 (stages 1-4,
   16 + 24 + 48 + 120 = 208 channels, the analogue of B4's 272), hidden 128, 2 + 2 layers, FFN 512, a higher
   learning rate for few epochs, and each image's synthetic copy with its features reused for 3 epochs: the same
-  accuracy as a new copy every step, ~1.4x faster epochs (``benchmarks/results/onenip_variants_cpu``).
+  accuracy as a new copy every step, ~1.4x faster epochs (``benchmarks/FINDINGS.md``).
 
 Example:
     >>> PRESETS["cpu"]["hidden_dim"], PRESETS["paper"]["hidden_dim"]
@@ -22,6 +22,7 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "backbone": "efficientnet_b4",
+        "layers": [0, 1, 2, 3],
         "image_size": 224,
         "hidden_dim": 256,
         "num_encoder_layers": 4,
@@ -32,6 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "backbone": "tf_efficientnet_lite2",
+        "layers": [0, 1, 2, 3],
         "image_size": 224,
         "hidden_dim": 128,
         "num_encoder_layers": 2,

@@ -5,7 +5,7 @@
 
 OneNIP's restoration stream and refiner learn from synthetic anomalies made in IMAGE space (Sec. 3.3), so
 every copy needs a backbone pass. Making a new copy of every image at every step costs about a third of a
-cached training epoch on a CPU (the training-cost profile in ``benchmarks/results/epoch_profile``). The
+cached training epoch on a CPU (``benchmarks/epoch_profile.py`` measures it). The
 paper is silent on how often a copy must change. This bank keeps each image's copy (features and mask) and
 makes a new one only after ``refresh_epochs`` epochs. So the synthesis and its backbone pass cost
 ``1 / refresh_epochs`` of what they cost before. ``refresh_epochs = 1`` is the paper's behaviour: a new copy

@@ -10,14 +10,14 @@ fall back to copying its input. The model builds the pool from the training imag
 (:class:`~anomalib_pnpt.prompt_pool.PromptPoolMixin`) before the first optimisation step.
 
 Training reuses each training image's backbone features across epochs (:class:`FeatureCache`,
-``cache_features=True``), since the backbone is frozen and PNPT uses no augmentation. The restoration option's
+``training["cache_features"]``), since the backbone is frozen and PNPT uses no augmentation. The restoration option's
 synthetic-anomaly copies (``restoration_weight``, not in the paper) are new every step and pass the backbone each time.
 
 Example:
     >>> from anomalib.engine import Engine  # doctest: +SKIP
     >>> from anomalib_pnpt import Pnpt  # doctest: +SKIP
     >>> from anomalib_pnpt.data import MultiClassMVTecAD  # doctest: +SKIP
-    >>> model = Pnpt(preset="cpu", hidden_dim=256)  # doctest: +SKIP
+    >>> model = Pnpt(preset="cpu", training={"seed": 7})  # doctest: +SKIP
     >>> engine = Engine(max_epochs=30)  # doctest: +SKIP
     >>> engine.fit(model, datamodule=MultiClassMVTecAD(root="../shared/data/industrial"))  # doctest: +SKIP
 
@@ -39,13 +39,13 @@ from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
-from anomalib_pnpt.lr_schedule import validate_schedule
 from anomalib_pnpt.models.pnpt.presets import PRESETS
 from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
 from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
+from anomalib_pnpt.training_settings import DEFAULTS, TrainingSettings, resolve_training
 
 logger = logging.getLogger(__name__)
 
@@ -54,165 +54,87 @@ class Pnpt(PromptedAnomalyModule):
     """PNPT: Prior Normality Prompt Transformer for multi-class anomaly detection.
 
     Every argument is plain data (so checkpoints load with ``weights_only`` and the CLI can set it). ``preset``
-    chooses the defaults of the arguments that default to ``None`` (``"paper"``, ``"cpu"``, ``"lineside"``; see
-    :mod:`anomalib_pnpt.models.pnpt.presets`); an explicit value wins, and checkpoints record the resolved values.
-    The network's arguments (``backbone`` ... ``use_cscd``) are :class:`PnptModel`'s, documented there; the choices
-    the paper leaves open are in the model's README.
+    sizes the network (``"paper"``, ``"cpu"``, ``"lineside"``; :mod:`anomalib_pnpt.models.pnpt.presets`); an argument
+    given explicitly wins over it, and checkpoints record the resolved values. The choices the paper leaves open are
+    in the model's README.
 
     Args:
-        preset: Named defaults: ``"paper"`` (WRN50, C = 760), ``"cpu"`` (offline Lite2, C = 128) or ``"lineside"``;
-            ``None``: ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``
-            (:mod:`~anomalib_pnpt.checkpoint_arguments`).
-        backbone: See :class:`PnptModel` (preset).
-        layers: See :class:`PnptModel` (preset).
-        pre_trained: See :class:`PnptModel`.
-        weights_path: See :class:`PnptModel`.
-        image_size: Input side (preset; paper: 256).
-        hidden_dim: See :class:`PnptModel` (preset).
-        num_semantic_tokens: See :class:`PnptModel` (preset).
-        num_heads: See :class:`PnptModel`.
-        num_layers: See :class:`PnptModel` (preset).
-        ffn_dim: See :class:`PnptModel`.
-        dropout: See :class:`PnptModel`.
-        patch_sizes: See :class:`PnptModel`.
-        noise_scale: See :class:`PnptModel`.
-        scale_projection: See :class:`PnptModel` (preset).
-        noise_target: See :class:`PnptModel` (preset).
-        fusion_weight: See :class:`PnptModel`.
-        sigma: See :class:`PnptModel`.
-        score_top_k: See :class:`PnptModel`.
-        learning_rate: AdamW learning rate (preset; paper: 1e-4).
-        weight_decay: AdamW weight decay.
-        lr_schedule: ``"constant"`` (the paper gives none), ``"step"`` or ``"warmup_cosine"``
-            (see :mod:`anomalib_pnpt.lr_schedule`).
-        warmup_steps: Warm-up optimiser steps of ``"warmup_cosine"``.
-        gradient_clip: Gradient-norm clipping; ``0`` disables it (the paper does not clip).
-        cache_features: Reuse training images' backbone features across epochs.
-        feature_cache_mb: Memory bound of that cache in MiB (default 8 GiB; beyond it, features are computed
-            every epoch, with one warning).
-        use_hpe: See :class:`PnptModel` (ablation).
-        use_prior: See :class:`PnptModel` (ablation).
-        use_semantic_tokens: See :class:`PnptModel` (ablation).
-        use_cscd: See :class:`PnptModel` (ablation).
-        untrained_class_scoring: How a class added after training is scored: ``"prompt"`` (default) by its prior
-            alone, ``"network"`` like the trained classes; see :class:`PnptModel`.
-        prior_residual: See :class:`PnptModel` (not in the paper: ``False``).
-        restoration_weight: Weight of a restoration term in the loss (not in the paper: 0). Every training batch
-            then also gets a synthetic-anomaly copy (:mod:`~anomalib_pnpt.synthetic_anomalies`, as OneNIP's), and
-            the network is trained to reconstruct the clean image's features from the copy's
-            (:meth:`PnptModel.training_loss`). It costs a backbone pass over the copies every step.
-        texture_dir: DTD-layout folder of anomaly textures for those copies; ``None`` uses noise textures.
-        cutpaste_probability: Share of CutPaste(-scar) copies; the rest are Perlin blobs filled with a texture.
+        preset: ``"paper"`` (WRN50, C = 760), ``"cpu"`` (offline Lite2, C = 128) or ``"lineside"`` (``cpu`` with
+            M = 2); ``None``: ``"paper"``, or the checkpoint's when loaded through ``ckpt_path``.
+        backbone: timm backbone; its stages 1-3 are the three scales (preset).
+        pre_trained: ImageNet weights for the backbone.
+        weights_path: Local backbone weights file (a hub backbone on an offline machine).
+        image_size: Input side of the default pre-processor (preset; paper: 256).
+        hidden_dim: Token width ``C`` (preset).
+        num_layers: ``M`` SACE/CSCD pairs (preset).
+        fusion_weight: ``w`` of Eq. 8, the prior stream's weight in the fused reconstruction (paper: 0.5).
+        prior_residual: Both streams reconstruct their correction to the retrieved prior, started at zero (not in
+            the paper; see :class:`PnptModel`).
+        restoration_weight: Weight of a restoration term in the loss (not in the paper: 0): every training batch
+            also gets a synthetic-anomaly copy (:mod:`~anomalib_pnpt.synthetic_anomalies`, as OneNIP's, textures
+            from ``training["texture_dir"]``) whose clean features the network learns to put back.
+        training: How it trains (:class:`~anomalib_pnpt.training_settings.TrainingSettings`: learning rate, seed,
+            feature cache, ...); a key left out takes its default.
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor.
         evaluator: anomalib evaluator.
         visualizer: anomalib visualizer.
-        seed: Seed of the weights' initialisation and of training's random draws (``None``: not seeded).
-            anomalib 2.7's CLI ignores ``--seed_everything``; ``--model.seed`` makes a run reproducible.
-        rebuild_prompt_pool: Build the prompt pool from the training data even if the checkpoint has one
-            (e.g. resuming on new data).
     """
 
     # What only shapes training: a resumed fit takes them from the command line, not the checkpoint.
-    training_arguments = frozenset(
-        {
-            "pre_trained",
-            "weights_path",
-            "dropout",
-            "noise_scale",
-            "noise_target",
-            "learning_rate",
-            "weight_decay",
-            "lr_schedule",
-            "warmup_steps",
-            "gradient_clip",
-            "cache_features",
-            "feature_cache_mb",
-            "restoration_weight",
-            "texture_dir",
-            "cutpaste_probability",
-            "seed",
-            "rebuild_prompt_pool",
-        }
-    )
+    training_arguments = frozenset({"pre_trained", "weights_path", "restoration_weight", "training"})
 
-    # Many arguments: flat for anomalib's CLI and plain-data checkpoints; defaults as data in presets.py.
     def __init__(  # noqa: PLR0913
         self,
         preset: str | None = None,
         backbone: str | None = None,
-        layers: Sequence[int] | None = None,
         pre_trained: bool = True,
         weights_path: str | None = None,
         image_size: int | None = None,
         hidden_dim: int | None = None,
-        num_semantic_tokens: int | None = None,
-        num_heads: int = 8,
         num_layers: int | None = None,
-        ffn_dim: int | None = None,
-        dropout: float = 0.0,
-        patch_sizes: Sequence[int] | None = None,
-        noise_scale: float = 20.0,
-        scale_projection: str | None = None,
-        noise_target: str | None = None,
         fusion_weight: float = 0.5,
-        sigma: float = 4.0,
-        score_top_k: int | None = None,
-        learning_rate: float | None = None,
-        weight_decay: float = 1e-4,
-        lr_schedule: str = "constant",
-        warmup_steps: int = 0,
-        gradient_clip: float = 0.0,
-        cache_features: bool = True,
-        feature_cache_mb: float | None = 8192,
-        use_hpe: bool = True,
-        use_prior: bool = True,
-        use_semantic_tokens: bool = True,
-        use_cscd: bool = True,
-        untrained_class_scoring: str = "prompt",
         prior_residual: bool = False,
         restoration_weight: float = 0.0,
-        texture_dir: str | None = None,
-        cutpaste_probability: float = 0.5,
+        training: TrainingSettings | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
-        seed: int | None = None,
-        rebuild_prompt_pool: bool = False,
     ) -> None:
         # First statement: locals() holds exactly the arguments as given (and self); None takes the preset's value.
         given = dict(locals())
         preset = preset or "paper"
-        arguments = resolve_preset(PRESETS, preset, {**given, "preset": preset})
-        backbone, layers = arguments["backbone"], list(arguments["layers"])
+        resolved = resolve_preset(PRESETS, preset, {**given, "preset": preset})
+        arguments = {**PRESETS[preset], **resolved}  # and what the preset sets beyond the arguments (e.g. layers)
+        settings = resolve_training({**DEFAULTS, "learning_rate": arguments["learning_rate"]}, training)
+        backbone = arguments["backbone"]
         super().__init__(
             backbone=backbone,
             image_size=arguments["image_size"],
-            cache_features=cache_features,
-            feature_cache_mb=feature_cache_mb,
-            feature_id=f"{backbone}:{layers}:{pre_trained}:{weights_path}:{use_hpe}",
+            cache_features=settings["cache_features"],
+            feature_cache_mb=settings["feature_cache_mb"],
+            feature_id=f"{backbone}:{arguments['layers']}:{pre_trained}:{weights_path}",
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
-            seed=seed,
-            rebuild_prompt_pool=rebuild_prompt_pool,
+            seed=settings["seed"],
+            rebuild_prompt_pool=settings["rebuild_prompt_pool"],
         )
         # The checkpoint keeps the values the preset resolved to, not only its name.
-        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset]})
+        self.hparams.update({"preset": preset} | {name: arguments[name] for name in PRESETS[preset] if name in given})
         self.record_given_arguments(given)
-        self.learning_rate = arguments["learning_rate"]
-        self.weight_decay = weight_decay
-        self.lr_schedule = validate_schedule(lr_schedule)
-        self.warmup_steps = warmup_steps
-        self.gradient_clip = gradient_clip
+        self.learning_rate = settings["learning_rate"]
+        self.weight_decay = settings["weight_decay"]
+        self.lr_schedule = "constant"  # the paper gives no schedule
+        self.gradient_clip = settings["gradient_clip"]
         self.model = PnptModel(**arguments_of(PnptModel, arguments))
         if restoration_weight < 0:
             msg = f"restoration_weight must be >= 0, got {restoration_weight}."
             raise ValueError(msg)
         self.restoration_weight = restoration_weight
-        self.synthesis_settings = (texture_dir, *backbone_normalization(backbone), cutpaste_probability)
+        self.synthesis_settings = (settings["texture_dir"], *backbone_normalization(backbone), 0.5)
         self._anomaly_generator: SyntheticAnomalyGenerator | None = None
 
     @property

@@ -77,22 +77,20 @@ def test_refresh_epochs_below_one_is_rejected() -> None:
         SyntheticCopyBank("lite0", refresh_epochs=0)
 
 
-@pytest.mark.parametrize(("refresh", "expected_syntheses"), [(1, 2), (2, 1)])
+@pytest.mark.parametrize(("preset", "expected_syntheses"), [("paper", 2), ("cpu", 1)])
 def test_onenip_training_steps_take_their_synthetic_copies_from_the_bank(
-    refresh: int, expected_syntheses: int, files: list[str]
+    preset: str, expected_syntheses: int, files: list[str]
 ) -> None:
-    """Two training steps in the same epoch: the paper's setting synthesises twice, a refresh of 2 once."""
+    """Two training steps in the same epoch: the paper's setting synthesises twice, the cpu preset's (a copy kept
+    for 3 epochs) once."""
     model = OneNip(
+        preset=preset,
         backbone="tf_efficientnet_lite0",
         pre_trained=False,
         image_size=64,
         hidden_dim=32,
-        num_heads=4,
         num_encoder_layers=1,
         num_decoder_layers=1,
-        ffn_dim=64,
-        refiner_channels=8,
-        synthetic_refresh_epochs=refresh,
     )
     images = model.pre_processor.transform(torch.rand(3, 3, 64, 64))
     class_ids = torch.tensor([0, 1, 0])

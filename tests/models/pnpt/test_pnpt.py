@@ -11,27 +11,21 @@ import pytest
 import torch
 from anomalib.engine import Engine
 
-from anomalib_pnpt import Pnpt
+from anomalib_pnpt import Pnpt, PnptModel
 from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.prompt_pool import PromptPoolNotBuiltError
 from tests.image_loading import load_image_tensor
 
-SMALL = {
-    "backbone": "tf_efficientnet_lite0",
-    "hidden_dim": 64,
-    "num_semantic_tokens": 8,
-    "num_heads": 4,
-    "num_layers": 2,
-    "image_size": 128,
-    "sigma": 2.0,
-}
+SMALL = {"backbone": "tf_efficientnet_lite0", "hidden_dim": 64, "num_layers": 2, "image_size": 128}
+# The network alone, for Table VI's switches (not arguments of the anomalib model).
+NETWORK = {"backbone": "tf_efficientnet_lite0", "pre_trained": False, "hidden_dim": 64, "num_semantic_tokens": 8}
 
 
 @pytest.fixture(scope="module")
 def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pnpt, Engine, MultiClassMVTecAD]:
     torch.manual_seed(0)
     datamodule = MultiClassMVTecAD(root=demo_root, num_workers=0, train_batch_size=8, eval_batch_size=16)
-    model = Pnpt(**SMALL, learning_rate=1e-3)
+    model = Pnpt(**SMALL, training={"learning_rate": 1e-3})
     engine = Engine(
         default_root_dir=tmp_path_factory.mktemp("pnpt"),
         max_epochs=25,
@@ -108,7 +102,7 @@ def test_training_brings_the_reconstruction_of_unseen_normal_images_closer(train
     paths = sorted(demo_root.glob("*/test/good/*.png"))
     images = model.pre_processor.transform(torch.cat([load_image_tensor(path) for path in paths]))
     torch.manual_seed(0)
-    untrained = Pnpt(**SMALL, learning_rate=1e-3)
+    untrained = Pnpt(**SMALL, training={"learning_rate": 1e-3})
     untrained.model.prompt_pool.load_state_dict(model.model.prompt_pool.state_dict())
     trained_map, untrained_map = _normal_test_map(model, images), _normal_test_map(untrained, images)
     assert float(trained_map.mean()) < 0.5 * float(untrained_map.mean())
@@ -150,9 +144,8 @@ def test_unbuilt_model_fails_clearly() -> None:
         model(torch.rand(1, 3, 128, 128))
 
 
-def _perturb(model: Pnpt, switch: str) -> None:
+def _perturb(net: PnptModel, switch: str) -> None:
     """Change, in place, the component a switch turns off (the prior prompts, the semantic tokens, CSCD)."""
-    net = model.model
     with torch.no_grad():
         if switch == "use_prior":  # the stored class priors; the retrieval keys stay, so the class stays
             for index in range(len(net.feature_extractor.layers)):
@@ -166,32 +159,40 @@ def _perturb(model: Pnpt, switch: str) -> None:
                 parameter.add_(0.5 * torch.randn_like(parameter))
 
 
+def _network(**switches: bool) -> tuple[PnptModel, torch.Tensor]:
+    """A small PNPT network with a two-class pool built from four random images (returned, pre-processed)."""
+    net = PnptModel(**NETWORK, num_heads=4, num_layers=2, **switches)
+    images = (torch.rand(4, 3, 128, 128) - 0.5) / 0.5  # Lite0's normalisation
+    with torch.no_grad():
+        features = net.extract_features(images)
+        net.prompt_pool.begin(2, net.key_dim(features), [level.shape[1:] for level in features])
+        net.prompt_pool.accumulate(torch.tensor([0, 1, 0, 1]), net.global_coding(features), features)
+        net.prompt_pool.finish()
+    return net, images
+
+
 @pytest.mark.parametrize("switch", ["use_prior", "use_semantic_tokens", "use_cscd"])
 def test_ablation_switch_takes_its_component_out_of_the_prediction(switch: str) -> None:
     """Table VI's switches: with the switch on, changing the component changes the map; off, it changes nothing.
     Training still runs without it."""
     for enabled in (True, False):
         torch.manual_seed(0)
-        model = Pnpt(**SMALL, pre_trained=False, **{switch: enabled})
-        images = model.pre_processor.transform(torch.rand(4, 3, 128, 128))
-        model.build_prompt_pool([(images, torch.tensor([0, 1, 0, 1]), ["a", "b", "c", "d"])], num_classes=2)
-        model.train()
-        model.model.training_loss(model.model.extract_features(images)).backward()
-        model.eval()
+        net, images = _network(**{switch: enabled})
+        net.train()
+        net.training_loss(net.extract_features(images)).backward()
+        net.eval()
         with torch.no_grad():
-            before = model.model(images).anomaly_map
-            _perturb(model, switch)
-            after = model.model(images).anomaly_map
+            before = net(images).anomaly_map
+            _perturb(net, switch)
+            after = net(images).anomaly_map
         assert (not torch.allclose(before, after, atol=1e-6)) == enabled, (switch, enabled)
 
 
 def test_without_hpe_one_backbone_level_single_patches() -> None:
-    model = Pnpt(**SMALL, pre_trained=False, use_hpe=False)
-    assert len(model.model.feature_extractor.layers) == 1
-    assert list(model.model.hpe.patch_sizes) == [1]
-    images = model.pre_processor.transform(torch.rand(2, 3, 128, 128))
-    model.build_prompt_pool([(images, torch.tensor([0, 1]), ["a", "b"])], num_classes=2)
-    assert model.eval().model(images).anomaly_map.shape == (2, 1, 128, 128)
+    net, images = _network(use_hpe=False)
+    assert len(net.feature_extractor.layers) == 1
+    assert list(net.hpe.patch_sizes) == [1]
+    assert net.eval()(images).anomaly_map.shape == (4, 1, 128, 128)
 
 
 def test_prior_residual_starts_as_the_prior_and_training_corrects_it() -> None:
@@ -225,4 +226,4 @@ def test_prior_residual_starts_as_the_prior_and_training_corrects_it() -> None:
 
 def test_prior_residual_needs_a_prior() -> None:
     with pytest.raises(ValueError, match="needs use_prior"):
-        Pnpt(**SMALL, pre_trained=False, prior_residual=True, use_prior=False)
+        PnptModel(**NETWORK, prior_residual=True, use_prior=False)

@@ -67,7 +67,7 @@ def test_without_restoration_no_generator_and_the_loss_is_eq7() -> None:
 def test_a_checkpoint_needs_no_texture_folder_to_load(tmp_path: Path) -> None:
     """The generator is made when training first needs it: constructing (as loading a checkpoint does) with a
     texture folder that does not exist here succeeds; training with it fails clearly."""
-    model = Pnpt(**SMALL, pre_trained=False, restoration_weight=1.0, texture_dir=str(tmp_path / "absent"))
+    model = Pnpt(**SMALL, pre_trained=False, restoration_weight=1.0, training={"texture_dir": str(tmp_path / "absent")})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _ = model.anomaly_generator
 
