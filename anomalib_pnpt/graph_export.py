@@ -82,9 +82,14 @@ class GraphExport:
 
             from anomalib_pnpt.quantization import quantize_with_datamodule
 
-            path = super().to_openvino(export_root, *args, **{**kwargs, "compression_type": None})  # type: ignore[misc]
+            path = Path(super().to_openvino(export_root, *args, **{**kwargs, "compression_type": None}))  # type: ignore[misc]
             quantized = quantize_with_datamodule(ov.Core().read_model(path), kwargs.get("datamodule"))
-            ov.save_model(quantized, path, compress_to_fp16=False)
+            # Written beside, then moved over: the FP32 weights file is memory-mapped while the model lives.
+            staged = path.with_name(f"int8_{path.name}")
+            ov.save_model(quantized, staged, compress_to_fp16=False)
+            del quantized
+            for suffix in (".xml", ".bin"):
+                staged.with_suffix(suffix).replace(path.with_suffix(suffix))
         self.write_categories(path)
         return path
 

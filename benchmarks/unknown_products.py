@@ -19,6 +19,8 @@ Rules, per retrieved class ``c`` (``s``: cosine similarity of the image's key to
 - ``own min - half range``: that, lowered by half the range of ``c``'s own validation similarities;
 - ``nearest image``: the similarity to ``c``'s nearest TRAINING key, below ``c``'s least such value on its
   validation images;
+- ``nearest image, all training images``: as ``nearest image``, its bound the least similarity of a training key to
+  its nearest OTHER training key of ``c`` (all of ``c``'s training images fit it, not a tenth);
 - ``mahalanobis``: the Mahalanobis distance to ``c``'s training keys (shrunk covariance), above ``c``'s largest on
   its validation images.
 
@@ -151,6 +153,13 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
         [float(nearest(val[c], torch.full((len(val[c]),), i)).min()) for i, c in enumerate(names)]
     )
 
+    # Leave-one-out over the training keys: each one's similarity to its nearest other training key of its class.
+    loo_min = []
+    for c in names:
+        similarity = _similarity(train[c], train[c]).fill_diagonal_(-2.0)
+        loo_min.append(float(similarity.max(1).values.min()))
+    loo_min = torch.tensor(loo_min)
+
     inverse = {}
     for c in names:
         x = train[c] - train[c].mean(0)
@@ -181,11 +190,20 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
                 return sims < own_margin[ids]
             if kind == "nearest image":
                 return nearest(keys, ids) < nearest_min[ids]
+            if kind == "nearest image, all training images":
+                return nearest(keys, ids) < loo_min[ids]
             return mahalanobis(keys, ids) > mahalanobis_max[ids]
 
         return flagged
 
-    kinds = ("midpoint", "own min", "own min - half range", "nearest image", "mahalanobis")
+    kinds = (
+        "midpoint",
+        "own min",
+        "own min - half range",
+        "nearest image",
+        "nearest image, all training images",
+        "mahalanobis",
+    )
     return {kind: rule(kind) for kind in kinds}
 
 
