@@ -75,7 +75,12 @@ def test_shipped_benchmark_example_runs_every_model_to_one_table(demo_root: Path
             "num_decoder_layers": 1,
             "training": {"texture_dir": None},
         },
-        "PNPT": {"backbone": "tf_efficientnet_lite0", "image_size": 64, "hidden_dim": 32},
+        "PNPT": {
+            "backbone": "tf_efficientnet_lite0",
+            "image_size": 64,
+            "hidden_dim": 32,
+            "training": {"texture_dir": None},
+        },
     }
     for entry in config["benchmark"]["model"]["grid"]:
         entry["init_args"].update(tiny[entry["name"]])
