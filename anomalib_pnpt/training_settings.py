@@ -12,8 +12,7 @@ Example:
     {'learning_rate': 0.0001, 'seed': 7}
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: jsonargparse reads the TypedDict's field types at run time.
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
@@ -74,4 +73,8 @@ def resolve_training(defaults: Mapping[str, Any], given: Mapping[str, Any] | Non
     if unknown:
         msg = f"Unknown training setting(s) {unknown}; the settings are {sorted(defaults)}."
         raise ValueError(msg)
-    return {**defaults, **(given or {})}
+    settings = {**defaults, **(given or {})}
+    # jsonargparse 4.46 turns a dotted ``--model.training.texture_dir null`` over a config's value into "None".
+    if settings.get("texture_dir") in {"None", "null"}:
+        settings["texture_dir"] = None
+    return settings

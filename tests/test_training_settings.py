@@ -16,6 +16,8 @@ def test_a_given_key_wins_and_an_unknown_key_is_refused() -> None:
     assert resolve_training(DEFAULTS, None) == DEFAULTS
     with pytest.raises(ValueError, match=r"Unknown training setting\(s\) \['lr'\]"):
         resolve_training(DEFAULTS, {"lr": 0.1})
+    # what jsonargparse makes of a dotted ``null`` over a config's texture folder
+    assert resolve_training(DEFAULTS, {"texture_dir": "None"})["texture_dir"] is None
 
 
 def test_each_model_takes_its_papers_defaults_and_its_presets_learning_rate() -> None:
