@@ -45,7 +45,9 @@ def evaluate_test_set(
     size = (map_size, map_size)
     for batch in test_loader:
         images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
-        output = pl_module.model(images)
+        # A prompt-pool module's raw prediction (a NetworkWithMemory's fused one); any other anomalib model's network.
+        predict = getattr(pl_module, "predict_images", pl_module.model)
+        output = predict(images)
         maps.append(torch.nn.functional.interpolate(output.anomaly_map.float(), size=size, mode="bilinear").cpu())
         mask = batch.gt_mask.float()[:, None]
         masks.append(torch.nn.functional.interpolate(mask, size=size, mode="nearest").bool().cpu())
