@@ -21,8 +21,8 @@ Example:
     >>> import torch
     >>> fusion = MemoryFusion(out_channels=[8, 16], layers=[1], stride=8, map_weight=0.5)
     >>> maps = [torch.rand(2, 8, 8, 8), torch.rand(2, 16, 4, 4)]  # a backbone's maps of two 32 px images
-    >>> fusion.class_memory.set_class(0, fusion.features(maps, (32, 32)))
-    2
+    >>> fusion.class_memory.set_class(0, fusion.features(maps, (32, 32)))  # 10 % of 2 x 4 x 4 patch vectors
+    3
     >>> fusion.memory_map(fusion.features(maps, (32, 32)), torch.zeros(2, dtype=torch.long), (32, 32)).shape
     torch.Size([2, 1, 32, 32])
 """
