@@ -27,11 +27,9 @@ from anomalib_pnpt.data import MultiClassMVTecAD
 from anomalib_pnpt.evaluation import PerClassEvaluation
 from tests.calibrated_models import MODELS
 
-# On top of the export tests' small models: a small refiner, and OneNIP's prompt bank and refiner-scale
-# calibration drawn from subsets of the training images (which must be the same subsets on every rank).
-EXTRA_ARGUMENTS = {
-    "OneNip": {"refiner_channels": 8, "training_prompts_per_class": 4, "calibration_images": 4},
-}
+# On top of the export tests' small models: OneNIP's refiner-scale calibration drawn from a subset of the training
+# images (which must be the same subset on every rank).
+EXTRA_ARGUMENTS = {"OneNip": {"training": {"calibration_images": 4}}}
 
 
 def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
