@@ -132,11 +132,7 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
         similarity = _similarity(keys, means)
         return similarity.argmax(1), similarity.max(1).values
 
-    val_ids, val_sims = {}, {}
-    for index, c in enumerate(names):
-        ids, sims = retrieve(val[c])
-        val_ids[c], val_sims[c] = ids, sims
-        del index
+    val_sims = {c: retrieve(val[c])[1] for c in names}
     own_min = torch.tensor([float(val_sims[c].min()) for c in names])
     own_margin = own_min - 0.5 * torch.tensor([float(val_sims[c].max() - val_sims[c].min()) for c in names])
     # midpoint: the most similar validation image of another known class, to c's key
