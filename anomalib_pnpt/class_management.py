@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from anomalib_pnpt.data.dataset import load_rgb_array
+from anomalib_pnpt.prompt_pool import ClassEntries
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,15 @@ class ClassManagement:
     device: torch.device
     training: bool
 
-    def class_prompt_entries(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def class_prompt_entries(self, images: torch.Tensor) -> ClassEntries:
         """Prompt-pool entries of one class from its pre-processed normal images (the model's own prompt rule).
 
         Args:
             images: ``(N, 3, H, W)`` pre-processed normal images of the class.
 
         Returns:
-            ``(keys (E, D), [prompt_i (E, *shape_i)], counts (E,))`` with the pool's ``entries_per_class`` entries
-            (PNPT: one class mean; OneNIP: ``prompts_per_class`` images).
+            The pool's ``entries_per_class`` entries (PNPT: one class mean; OneNIP: ``prompts_per_class`` images)
+            and every image's key.
         """
         raise NotImplementedError
 
@@ -100,24 +101,21 @@ class ClassManagement:
         was_training = self.training
         self.eval()
         device = self.device
-        keys, prompts, counts = self.class_prompt_entries(prepared[~held_out].to(device))
+        entries = self.class_prompt_entries(prepared[~held_out].to(device))
         trained = name in self.trained_categories
-        self.model.prompt_pool.append(keys, prompts, counts, trained=trained)
+        self.model.prompt_pool.append(
+            entries.keys, entries.prompts, entries.counts, trained=trained, image_keys=entries.image_keys
+        )
         self.prompt_categories.append(name)
         index = len(self.prompt_categories) - 1
         self.on_class_added(index, prepared[~held_out].to(device), trained)
-        scores, maps, class_ids, own = [], [], [], []
+        scores, maps, class_ids = [], [], []
         for chunk in prepared[held_out].split(batch_size):
             raw = self.predict_images(chunk.to(device))
             scores.append(raw.pred_score.reshape(-1))
             maps.append(raw.anomaly_map)
             class_ids.append(raw.class_id.reshape(-1))
-            own.append(raw.class_similarity[:, index])
-        # The unknown-class bound needs how close other classes come to the new one; their validation images
-        # are not at hand, so their pool keys (class means / prompt images) stand for them.
-        pool = self.model.prompt_pool
-        others = pool.class_similarity(pool.keys[: index * pool.entries_per_class])[:, index]
-        self.post_processor.append_class(torch.cat(scores), torch.cat(maps), torch.cat(own), others)
+        self.post_processor.append_class(torch.cat(scores), torch.cat(maps))
         self.train(was_training)
         retrieved = float((torch.cat(class_ids) == index).float().mean())
         if retrieved < 1:

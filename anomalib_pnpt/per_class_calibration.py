@@ -21,12 +21,12 @@ validation image has no score range and uses the global one.
 
 The statistics live in :class:`~anomalib_pnpt.calibration_table.CalibrationTable` (one row per class and one
 over all classes, computed with the same rule: the fallback for a class without validation images, and with
-``per_class=False`` a single global threshold for comparison); the retrieval-similarity bounds in
-:class:`~anomalib_pnpt.unknown_class.UnknownClassBound`. This class is the anomalib-facing part: the
-``PostProcessor`` callbacks that collect normal validation predictions and post-process test and predict
-batches, and the ``forward`` the exported graph contains. It writes none of anomalib's ``PostProcessor``
-state: anomalib's global threshold buffers stay unused, and its ``image_threshold`` / ``pixel_threshold``
-properties report the table's overall row.
+``per_class=False`` a single global threshold for comparison). An image the prompt pool finds of no known
+class (:mod:`anomalib_pnpt.unknown_class`) is labelled anomalous with score 1 here. This class is the
+anomalib-facing part: the ``PostProcessor`` callbacks that collect normal validation predictions and post-process
+test and predict batches, and the ``forward`` the exported graph contains. It writes none of anomalib's
+``PostProcessor`` state: anomalib's global threshold buffers stay unused, and its ``image_threshold`` /
+``pixel_threshold`` properties report the table's overall row.
 
 Example:
     >>> import torch
@@ -55,7 +55,6 @@ from lightning.pytorch import LightningModule, Trainer
 
 from anomalib_pnpt.calibration_table import STATISTICS, CalibrationTable
 from anomalib_pnpt.distributed import gather_samples, is_distributed
-from anomalib_pnpt.unknown_class import UnknownClassBound
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +101,7 @@ class PerClassPostProcessor(PostProcessor):
         )
         self.table = CalibrationTable(image_quantile, pixel_quantile)
         self.per_class = per_class
-        self.unknown_class = UnknownClassBound()  # fitted with the rest, on the same normal validation images
         self._normal_scores: list[torch.Tensor] = []
-        self._normal_similarities: list[torch.Tensor] = []
         self._normal_maps: list[torch.Tensor] = []
         self._normal_class_ids: list[torch.Tensor] = []
         self._normal_paths: list[str] = []
@@ -170,7 +167,6 @@ class PerClassPostProcessor(PostProcessor):
         """Start collecting this validation run's normal predictions."""
         del trainer, pl_module
         self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
-        self._normal_similarities = []
         self._skipped_anomalous = 0
 
     def on_validation_batch_end(
@@ -192,9 +188,6 @@ class PerClassPostProcessor(PostProcessor):
         self._skipped_anomalous += int((~normal).sum())
         self._normal_scores.append(scores[normal])
         self._normal_class_ids.append(class_ids[normal].long())
-        similarity = getattr(outputs, "class_similarity", None)
-        if similarity is not None:
-            self._normal_similarities.append(similarity.detach().float().cpu()[normal])
         paths = getattr(outputs, "image_path", None)
         if paths is not None:  # to drop the images a distributed sampler repeats (see _gather_from_all_ranks)
             self._normal_paths += [path for path, keep in zip(paths, normal.tolist(), strict=True) if keep]
@@ -221,10 +214,8 @@ class PerClassPostProcessor(PostProcessor):
             scores=torch.cat(self._normal_scores),
             maps=torch.cat(self._normal_maps) if self._normal_maps else None,
             num_classes=num_classes,
-            similarity=torch.cat(self._normal_similarities) if self._normal_similarities else None,
         )
         self._normal_scores, self._normal_maps, self._normal_class_ids, self._normal_paths = [], [], [], []
-        self._normal_similarities = []
 
     def _gather_from_all_ranks(self, trainer: Trainer | None) -> None:
         """Replace this rank's collected normal predictions with those of every rank, under distributed validation.
@@ -240,13 +231,11 @@ class PerClassPostProcessor(PostProcessor):
             "score": torch.cat(self._normal_scores),
             "class_id": torch.cat(self._normal_class_ids),
             "map": torch.cat(self._normal_maps) if self._normal_maps else None,
-            "similarity": torch.cat(self._normal_similarities) if self._normal_similarities else None,
         }
         paths = self._normal_paths if len(self._normal_paths) == len(columns["score"]) else None
         merged, gathered_paths = gather_samples(trainer, columns, paths)
         self._normal_scores, self._normal_class_ids = [merged["score"]], [merged["class_id"]]
         self._normal_maps = [merged["map"]] if merged["map"] is not None else []
-        self._normal_similarities = [merged["similarity"]] if merged["similarity"] is not None else []
         self._normal_paths = gathered_paths or []
 
     def set_statistics(
@@ -255,7 +244,6 @@ class PerClassPostProcessor(PostProcessor):
         scores: torch.Tensor,
         maps: torch.Tensor | None,
         num_classes: int,
-        similarity: torch.Tensor | None = None,
     ) -> None:
         """Calibrate from the raw predictions of normal images.
 
@@ -264,19 +252,10 @@ class PerClassPostProcessor(PostProcessor):
             scores: ``(N,)`` raw image scores.
             maps: ``(N, ...)`` raw anomaly maps, or ``None`` for a classification model.
             num_classes: Size of the per-class tables (the prompt pool's class count).
-            similarity: ``(N, C)`` retrieval similarity to every class: fits the unknown-class bounds.
         """
         self.table.fit(class_ids, scores, maps, num_classes)
-        if similarity is not None:
-            self.unknown_class.fit(class_ids, similarity)
 
-    def append_class(
-        self,
-        scores: torch.Tensor,
-        maps: torch.Tensor | None,
-        own_similarity: torch.Tensor | None = None,
-        other_similarity: torch.Tensor | None = None,
-    ) -> None:
+    def append_class(self, scores: torch.Tensor, maps: torch.Tensor | None) -> None:
         """Calibrate one more class (the last index) from raw predictions of its normal images.
 
         The global statistics stay those of the original calibration.
@@ -284,11 +263,7 @@ class PerClassPostProcessor(PostProcessor):
         Args:
             scores: ``(N,)`` raw image scores.
             maps: ``(N, ...)`` raw anomaly maps, or ``None``.
-            own_similarity: ``(N,)`` retrieval similarity of those images to the new class.
-            other_similarity: Similarities to the new class of what stands for the other classes.
         """
-        if self.unknown_class.num_classes and own_similarity is not None and other_similarity is not None:
-            self.unknown_class.append(own_similarity, other_similarity)
         self.table.append(scores, maps)
 
     def remove_class(self, index: int) -> None:
@@ -298,8 +273,6 @@ class PerClassPostProcessor(PostProcessor):
             index: Class index.
         """
         self.table.remove(index)
-        if self.unknown_class.num_classes:
-            self.unknown_class.remove(index)
 
     # ---------------------------------------------------------------- application
     def forward(
@@ -314,8 +287,8 @@ class PerClassPostProcessor(PostProcessor):
             predictions: Raw ``pred_score`` and/or ``anomaly_map`` of a batch.
             class_ids: ``(B,)`` retrieved class of each sample; ``None`` (or ``per_class=False``, or an
                 uncalibrated processor) uses the global statistics, as anomalib's post-processor does.
-            unknown: ``(B,)`` whether each image is of an unknown class (``self.unknown_class`` decides it from
-                the retrieval similarity): labelled anomalous with score 1.
+            unknown: ``(B,)`` whether each image is of an unknown class (the prompt pool decides it, see
+                :mod:`anomalib_pnpt.unknown_class`): labelled anomalous with score 1.
 
         Returns:
             Normalised scores and maps with labels and masks.
@@ -351,12 +324,7 @@ class PerClassPostProcessor(PostProcessor):
         """Normalise and threshold a test / predict batch in place, by its ``pred_category_id``."""
         class_ids = getattr(batch, "pred_category_id", None)
         raw = InferenceBatch(pred_score=batch.pred_score, anomaly_map=batch.anomaly_map)
-        similarity = getattr(batch, "class_similarity", None)
-        unknown = None
-        if similarity is not None and class_ids is not None:  # reported with the batch, as forward reports them
-            batch.pred_category_similarity, unknown = self.unknown_class(class_ids, similarity)
-            batch.pred_unknown = unknown
-        result = self.forward(raw, class_ids, unknown)
+        result = self.forward(raw, class_ids, getattr(batch, "pred_unknown", None))
         batch.pred_score = result.pred_score
         batch.anomaly_map = result.anomaly_map
         if self.enable_thresholding:

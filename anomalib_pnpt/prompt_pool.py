@@ -43,6 +43,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import DataLoader, Subset
 
+from anomalib_pnpt.unknown_class import UnknownClassBound
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,13 +80,32 @@ class Retrieval(NamedTuple):
     Attributes:
         class_ids: ``(B,)`` class of the most similar entry.
         prompts: That entry's prompt maps, ``[(B, *shape_i), ...]``.
-        class_similarity: ``(B, C)`` cosine similarity to every class (its most similar entry): how well an image
-            matches the class it was given (see :mod:`anomalib_pnpt.unknown_class`).
+        class_similarity: ``(B,)`` cosine similarity to the retrieved class's nearest training image: how well an
+            image matches the class it was given.
+        unknown: ``(B,)`` whether that is below the class's bound (an unknown product, see
+            :mod:`anomalib_pnpt.unknown_class`).
     """
 
     class_ids: torch.Tensor
     prompts: list[torch.Tensor]
     class_similarity: torch.Tensor
+    unknown: torch.Tensor
+
+
+class ClassEntries(NamedTuple):
+    """One class's pool entries made from its images (a model's rule), as :meth:`PromptPool.append` takes them.
+
+    Attributes:
+        keys: ``(E, D)`` retrieval keys of the ``entries_per_class`` entries.
+        prompts: Per prompt map, ``(E, *shape_i)``.
+        counts: ``(E,)`` images behind each entry.
+        image_keys: ``(N, D)`` retrieval key of every image they were made from (the unknown-class rule's).
+    """
+
+    keys: torch.Tensor
+    prompts: list[torch.Tensor]
+    counts: torch.Tensor
+    image_keys: torch.Tensor
 
 
 class PromptPool(nn.Module):
@@ -93,7 +114,9 @@ class PromptPool(nn.Module):
     Buffers: ``keys (E, D)``, ``prompt_<i> (E, *shape_i)`` per prompt map, ``counts (E,)``, ``trained (E,)`` and
     ``built`` (a 0-d bool), for ``E = C * entries_per_class`` entries ordered by class: PNPT keeps one entry per
     class (the class mean), OneNIP ``prompts_per_class`` (prompt images). ``trained`` says whether the network was
-    trained with the entry's class (a class added afterwards is not: a model may score it differently).
+    trained with the entry's class (a class added afterwards is not: a model may score it differently). The keys of
+    every image the pool was built from stay in ``unknown_class`` (:class:`UnknownClassBound`), which decides
+    whether an image is of any known class.
 
     Args:
         num_prompts: Number of prompt maps per entry (e.g. 3 scales).
@@ -110,6 +133,9 @@ class PromptPool(nn.Module):
         self.register_buffer("built", torch.tensor(False))
         for index in range(num_prompts):
             self.register_buffer(f"prompt_{index}", torch.zeros(0))
+        self.unknown_class = UnknownClassBound()
+        self._image_keys: list[torch.Tensor] = []  # per image, while class means are accumulated
+        self._image_classes: list[torch.Tensor] = []
 
     @property
     def num_entries(self) -> int:
@@ -141,6 +167,7 @@ class PromptPool(nn.Module):
         for index, shape in enumerate(prompt_shapes):
             setattr(self, f"prompt_{index}", torch.zeros(num_classes, *shape, device=device))
         self.built = torch.tensor(False, device=device)
+        self._image_keys, self._image_classes = [], []
 
     @torch.no_grad()
     def accumulate(self, class_ids: torch.Tensor, keys: torch.Tensor, prompts: Sequence[torch.Tensor]) -> None:
@@ -153,6 +180,8 @@ class PromptPool(nn.Module):
         """
         class_ids = class_ids.to(self.keys.device).long()
         self.keys.index_add_(0, class_ids, keys.float())
+        self._image_keys.append(keys.detach().float())
+        self._image_classes.append(class_ids)
         self.counts.index_add_(0, class_ids, torch.ones_like(class_ids, dtype=self.counts.dtype))
         for buffer, values in zip(self.prompts, prompts, strict=True):
             buffer.index_add_(0, class_ids, values.float())
@@ -170,9 +199,13 @@ class PromptPool(nn.Module):
             PromptPoolNotBuiltError: If a class received no sample.
         """
         tensors = [self.keys, self.counts, *self.prompts]
+        image_keys = torch.cat(self._image_keys) if self._image_keys else self.keys.new_zeros(0, self.keys.shape[1])
+        image_classes = torch.cat(self._image_classes) if self._image_classes else self.counts.new_zeros(0).long()
         if reduce_across_ranks and dist.is_available() and dist.is_initialized():
             for tensor in tensors:
                 dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            image_keys, image_classes = _gather_rows(image_keys), _gather_rows(image_classes)
+        self._image_keys, self._image_classes = [], []
         empty = (self.counts == 0).nonzero().flatten().tolist()
         if empty:
             msg = f"Prompt pool: classes {empty} have no training sample."
@@ -181,16 +214,26 @@ class PromptPool(nn.Module):
         self.keys /= self.counts.view(shape)
         for prompt in self.prompts:
             prompt.div_(self.counts.view((-1,) + (1,) * (prompt.dim() - 1)))
+        self.unknown_class.fit(image_keys, image_classes, self.num_classes)
         self.built = torch.tensor(True, device=self.keys.device)
 
     @torch.no_grad()
-    def set_entries(self, class_ids: torch.Tensor, keys: torch.Tensor, prompts: Sequence[torch.Tensor]) -> None:
+    def set_entries(
+        self,
+        class_ids: torch.Tensor,
+        keys: torch.Tensor,
+        prompts: Sequence[torch.Tensor],
+        image_keys: torch.Tensor | None = None,
+        image_classes: torch.Tensor | None = None,
+    ) -> None:
         """Fill the pool with finished entries (chosen, not averaged), ``entries_per_class`` of every class.
 
         Args:
             class_ids: ``(E,)`` class of every entry; entries keep their order within a class.
             keys: ``(E, D)`` retrieval keys.
             prompts: Per prompt map, ``(E, *shape_i)``.
+            image_keys: ``(N, D)`` keys of every image the entries were chosen from (default: the entries').
+            image_classes: ``(N,)`` their classes.
 
         Raises:
             ValueError: If a class has another number of entries than ``entries_per_class``.
@@ -207,11 +250,19 @@ class PromptPool(nn.Module):
         self.trained = torch.ones(len(order), dtype=torch.bool, device=device)
         for index, values in enumerate(prompts):
             setattr(self, f"prompt_{index}", values[order].to(device).float())
+        if image_keys is None or image_classes is None:
+            image_keys, image_classes = keys, class_ids
+        self.unknown_class.fit(image_keys, image_classes, num_classes)
         self.built = torch.tensor(True, device=device)
 
     @torch.no_grad()
     def append(
-        self, keys: torch.Tensor, prompts: Sequence[torch.Tensor], counts: torch.Tensor, trained: bool = False
+        self,
+        keys: torch.Tensor,
+        prompts: Sequence[torch.Tensor],
+        counts: torch.Tensor,
+        trained: bool = False,
+        image_keys: torch.Tensor | None = None,
     ) -> None:
         """Add one class's finished entries (``entries_per_class`` of them) after the existing ones.
 
@@ -220,6 +271,7 @@ class PromptPool(nn.Module):
             prompts: Per prompt map, ``(E, *shape_i)``.
             counts: ``(E,)`` images behind each entry.
             trained: Whether the network was trained with this class (e.g. a trained class given new prompts).
+            image_keys: ``(N, D)`` keys of every image the entries were made from (default: the entries').
         """
         self.check_built()
         device = self.keys.device
@@ -228,6 +280,7 @@ class PromptPool(nn.Module):
         self.trained = torch.cat([self.trained, torch.full((len(keys),), trained, dtype=torch.bool, device=device)])
         for index, (buffer, values) in enumerate(zip(self.prompts, prompts, strict=True)):
             setattr(self, f"prompt_{index}", torch.cat([buffer, values.to(device).float()]))
+        self.unknown_class.append(keys if image_keys is None else image_keys)
 
     @torch.no_grad()
     def remove_class(self, index: int) -> None:
@@ -241,6 +294,7 @@ class PromptPool(nn.Module):
         self.keys, self.counts, self.trained = self.keys[keep], self.counts[keep], self.trained[keep]
         for number, buffer in enumerate(self.prompts):
             setattr(self, f"prompt_{number}", buffer[keep])
+        self.unknown_class.remove(index)
 
     def may_hold_untrained_classes(self) -> bool:
         """Whether a class the network never trained on may be retrieved (always, while a graph is traced)."""
@@ -284,20 +338,18 @@ class PromptPool(nn.Module):
             raise PromptPoolNotBuiltError(msg)
 
     def retrieve(self, keys: torch.Tensor) -> Retrieval:
-        """The most similar entry of every sample: its class and prompts, and the similarity to every class.
-
-        One similarity product serves both: the retrieval and the unknown-class decision.
+        """The most similar entry of every sample: its class and prompts, and whether it is of a known class.
 
         Args:
             keys: ``(B, D)`` query keys.
 
         Returns:
-            :class:`Retrieval` ``(class_ids (B,), [prompt_i (B, *shape_i), ...], class_similarity (B, C))``.
+            :class:`Retrieval` ``(class_ids (B,), [prompt_i (B, *shape_i), ...], class_similarity (B,), unknown (B,))``.
         """
-        similarity = self.entry_similarity(keys)
-        entries = similarity.argmax(dim=-1)
+        entries = self.entry_similarity(keys).argmax(dim=-1)
         class_ids = torch.div(entries, self.entries_per_class, rounding_mode="floor")
-        return Retrieval(class_ids, [buffer[entries] for buffer in self.prompts], self._per_class(similarity))
+        similarity, unknown = self.unknown_class(class_ids, keys)
+        return Retrieval(class_ids, [buffer[entries] for buffer in self.prompts], similarity, unknown)
 
     def entry_similarity(self, keys: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every query to every entry, ``(B, E)``.
@@ -310,21 +362,6 @@ class PromptPool(nn.Module):
         """
         return F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
 
-    def class_similarity(self, keys: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of every query to every class: its most similar entry of that class.
-
-        Args:
-            keys: ``(B, D)`` query keys.
-
-        Returns:
-            ``(B, C)`` similarities.
-        """
-        return self._per_class(self.entry_similarity(keys))
-
-    def _per_class(self, entry_similarity: torch.Tensor) -> torch.Tensor:
-        """``(B, E)`` similarities to entries -> ``(B, C)``: each class's most similar entry."""
-        return entry_similarity.unflatten(1, (-1, self.entries_per_class)).amax(dim=-1)
-
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
         for name, buffer in list(self._buffers.items()):
@@ -332,6 +369,19 @@ class PromptPool(nn.Module):
             if saved is not None and buffer is not None and saved.shape != buffer.shape:
                 self._buffers[name] = torch.empty_like(saved, device=buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of ``tensor`` (row counts may differ), concatenated in rank order."""
+    count = torch.tensor([len(tensor)], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    largest = int(max(int(c) for c in counts))
+    padded = tensor.new_zeros(largest, *tensor.shape[1:])
+    padded[: len(tensor)] = tensor
+    parts = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(c)] for part, c in zip(parts, counts, strict=True)])
 
 
 class PromptPoolMixin(ABC):

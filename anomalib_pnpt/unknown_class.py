@@ -4,27 +4,34 @@
 """Unknown-class detection: an image of a product the model does not know is never judged by another's prior.
 
 Retrieval always returns the nearest known class; its prior (PNPT) or prompt (OneNIP) is then used as if the
-image were of that class, and the calibration of that class decides. An image of a product the model never
-saw would be scored against the wrong normality and could pass as a confident normal. The retrieval
-similarity tells the two apart: on the three shared classes, a left-out class's test images reach a median
-cosine similarity of ~0.4-0.5 to the nearest known class, known classes' test images (defects included) at
-least ~0.83 (``benchmarks/unknown_products.py``).
+image were of that class, and that class's calibration decides. An image of a product the model never saw
+(another product, or a variant of a known one in another colour, size or shape) would be scored against the
+wrong normality and could pass as a confident normal.
 
-Per class ``c`` the bound is fitted on NORMAL VALIDATION images only: halfway between the least similar of
-``c``'s own images (to ``c``'s key) and the most similar image of any other known class (to ``c``'s key),
-never above the former. An image retrieved as ``c`` with a lower similarity is "unknown class": reported as
-such and labelled anomalous (a line that must stop does), with score 1. A class with no other known class to
-compare with has no bound (NaN: never unknown). In the exported graph it is one gather and one comparison.
+The rule compares an image with the TRAINING images of the class it was retrieved as: its retrieval key's
+cosine similarity to the class's nearest training key. The bound of class ``c`` is the least similarity of one
+of ``c``'s training images to its nearest OTHER training image of ``c`` (leave-one-out): every training image
+fits it, and it has no free parameter. An image below it is "unknown class": reported as such and labelled
+anomalous (a line that must stop does), with score 1. A class with fewer than two training images has no
+bound (NaN: never unknown).
+
+Chosen on images that are not in any test set (``benchmarks/unknown_products.py``: selection halves of every
+group), over a class-mean midpoint rule, the class's own validation images, and a Mahalanobis rule: it is the
+only one that flagged every left-out product, foreign texture, logical tray and variant there while flagging
+almost no known normal image.
+
+The keys (``N x D``, every training image's) live in buffers, so checkpoints and exported graphs carry them; in
+a graph the rule is one matrix product, a mask by the retrieved class, a maximum and a comparison.
 
 Example:
     >>> import torch
     >>> bound = UnknownClassBound()
-    >>> similarity = torch.tensor([[0.99, 0.40], [0.97, 0.45], [0.50, 0.98], [0.42, 0.99]])
-    >>> bound.fit(torch.tensor([0, 0, 1, 1]), similarity)
+    >>> keys = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> bound.fit(keys, torch.tensor([0, 0, 1, 1]))
     >>> [round(v, 3) for v in bound.bounds.tolist()]
-    [0.735, 0.715]
-    >>> bound(torch.tensor([0, 1]), torch.tensor([[0.6, 0.3], [0.2, 0.9]]))[1].tolist()
-    [True, False]
+    [0.994, 0.994]
+    >>> bound(torch.tensor([0, 1]), torch.tensor([[1.0, 0.05], [0.6, 0.8]]))[1].tolist()
+    [False, True]
 """
 
 from __future__ import annotations
@@ -33,14 +40,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 
 class UnknownClassBound(nn.Module):
-    """Per-class lower bound of the retrieval similarity below which an image is of an unknown class."""
+    """Every training image's retrieval key by class, and per class the least leave-one-out nearest similarity.
+
+    Buffers: ``keys (N, D)`` (unit length), ``key_classes (N,)`` and ``bounds (C,)``.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("bounds", torch.empty(0))
+        self.register_buffer("keys", torch.zeros(0, 0))
+        self.register_buffer("key_classes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("bounds", torch.zeros(0))
 
     @property
     def num_classes(self) -> int:
@@ -48,63 +61,76 @@ class UnknownClassBound(nn.Module):
         return int(self.bounds.numel())
 
     @staticmethod
-    def _bound(own: torch.Tensor, others: torch.Tensor) -> float:
-        """Halfway between the least similar own image and the most similar other image, at most the former."""
-        if len(own) == 0 or len(others) == 0:
+    def _bound(keys: torch.Tensor) -> float:
+        """The least similarity of one of ``keys`` (unit length) to its nearest other; NaN for fewer than two."""
+        if len(keys) < 2:
             return float("nan")
-        lowest_own = float(own.min())
-        return min(0.5 * (lowest_own + float(others.max())), lowest_own)
+        similarity = keys @ keys.T
+        similarity.fill_diagonal_(-2.0)  # below any cosine: an image is not its own neighbour
+        return float(similarity.amax(dim=1).min())
 
     @torch.no_grad()
-    def fit(self, class_ids: torch.Tensor, similarity: torch.Tensor) -> None:
-        """Fit every class's bound from normal validation images.
+    def fit(self, keys: torch.Tensor, class_ids: torch.Tensor, num_classes: int | None = None) -> None:
+        """Keep every training image's key and fit every class's bound.
 
         Args:
-            class_ids: ``(N,)`` retrieved class of each image.
-            similarity: ``(N, C)`` similarity of each image to each class.
+            keys: ``(N, D)`` retrieval keys of the training images.
+            class_ids: ``(N,)`` their classes.
+            num_classes: Number of classes (default: the largest id + 1); a class with no image has no bound.
         """
-        class_ids = class_ids.reshape(-1).long()
-        bounds = [
-            self._bound(similarity[class_ids == c, c], similarity[class_ids != c, c])
-            for c in range(similarity.shape[1])
-        ]
-        self.bounds = torch.tensor(bounds, device=self.bounds.device)
+        class_ids = class_ids.reshape(-1).long().to(keys.device)
+        num_classes = num_classes or int(class_ids.max()) + 1
+        keys = F.normalize(keys.float(), dim=-1)
+        bounds = [self._bound(keys[class_ids == c]) for c in range(num_classes)]
+        device = self.bounds.device
+        self.keys, self.key_classes = keys.to(device), class_ids.to(device)
+        self.bounds = torch.tensor(bounds, device=device)
 
     @torch.no_grad()
-    def append(self, own: torch.Tensor, others: torch.Tensor) -> None:
-        """Add a bound for one more class (the last index).
+    def append(self, keys: torch.Tensor) -> None:
+        """Add one more class (the last index) from its training images' keys.
 
         Args:
-            own: ``(N,)`` similarity of the new class's held-out normal images to it.
-            others: Similarities to it of what stands for the other classes (see ``PromptedAnomalyModule.add_class``).
+            keys: ``(N, D)`` retrieval keys of the new class's images.
         """
-        value = torch.tensor([self._bound(own.reshape(-1), others.reshape(-1))], device=self.bounds.device)
-        self.bounds = torch.cat([self.bounds, value])
+        device = self.bounds.device
+        keys = F.normalize(keys.float(), dim=-1).to(device)
+        index = self.num_classes
+        self.keys = torch.cat([self.keys, keys]) if self.keys.numel() else keys
+        self.key_classes = torch.cat([self.key_classes, torch.full((len(keys),), index, device=device)])
+        self.bounds = torch.cat([self.bounds, torch.tensor([self._bound(keys)], device=device)])
 
+    @torch.no_grad()
     def remove(self, index: int) -> None:
-        """Drop class ``index``'s bound; later classes move up."""
+        """Drop class ``index``'s keys and bound; later classes move up."""
+        keep = self.key_classes != index
+        self.keys = self.keys[keep]
+        self.key_classes = self.key_classes[keep] - (self.key_classes[keep] > index).long()
         self.bounds = torch.cat([self.bounds[:index], self.bounds[index + 1 :]])
 
-    def forward(self, class_ids: torch.Tensor, similarity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each image's similarity to its retrieved class, and whether that is below the class's bound.
+    def forward(self, class_ids: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's similarity to the nearest training image of its retrieved class, and whether it is below.
 
         Args:
             class_ids: ``(B,)`` retrieved classes.
-            similarity: ``(B, C)`` similarity to every class.
+            keys: ``(B, D)`` the images' retrieval keys.
 
         Returns:
             ``(similarity (B,), unknown (B,) bool)``; never unknown before fitting or where the bound is NaN.
         """
-        best = similarity.gather(1, class_ids.reshape(-1, 1).long()).reshape(-1)
-        if self.num_classes == 0:  # still compared (with NaN): the exported graph has the same nodes either way
-            bound = torch.full_like(best, float("nan"))
-        else:
-            bound = self.bounds[class_ids.reshape(-1).long().clamp(0, self.num_classes - 1)]
-        return best, best < bound  # NaN bound: False
+        class_ids = class_ids.reshape(-1).long()
+        if self.keys.numel() == 0:  # not fitted (a model used before its pool was built)
+            return torch.full_like(class_ids, float("nan"), dtype=keys.dtype), torch.zeros_like(class_ids).bool()
+        similarity = F.normalize(keys.float(), dim=-1) @ self.keys.T
+        same_class = self.key_classes.unsqueeze(0) == class_ids.unsqueeze(1)
+        nearest = torch.where(same_class, similarity, torch.full_like(similarity, -2.0)).amax(dim=1)
+        bound = self.bounds[class_ids.clamp(0, self.num_classes - 1)]
+        return nearest, nearest < bound  # NaN bound: False
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Sized when fitted: adopt the checkpoint's size before the copy.
-        saved = state_dict.get(prefix + "bounds", self.bounds)
-        if saved.shape != self.bounds.shape:
-            self.bounds = torch.empty_like(saved, device=self.bounds.device)
+        # Sized when fitted: adopt the checkpoint's sizes before the copy.
+        for name, buffer in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and buffer is not None and saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -13,14 +13,17 @@ chosen on the SELECTION half of every group (even-indexed images; odd-indexed kn
 false flags); the report is the other half and the known products' normal TEST images, which chose nothing.
 
 Rules, per retrieved class ``c`` (``s``: cosine similarity of the image's key to ``c``'s pool key):
-- ``midpoint`` (shipped until now): halfway between ``c``'s least similar own image and the most similar image of
+- ``midpoint`` (shipped before): halfway between ``c``'s least similar own image and the most similar image of
   another known class;
 - ``own min``: ``c``'s least similar own validation image;
 - ``own min - half range``: that, lowered by half the range of ``c``'s own validation similarities;
 - ``nearest image``: the similarity to ``c``'s nearest TRAINING key, below ``c``'s least such value on its
   validation images;
-- ``nearest image, all training images``: as ``nearest image``, its bound the least similarity of a training key to
-  its nearest OTHER training key of ``c`` (all of ``c``'s training images fit it, not a tenth);
+- ``nearest training image (shipped)``: as ``nearest image``, its bound the least similarity of a training key to
+  its nearest OTHER training key of ``c`` (all of ``c``'s training images fit it, not a tenth). This row runs the
+  product's code: a :class:`~anomalib_pnpt.prompt_pool.PromptPool` of class means built from the training keys, whose
+  retrieval returns the flag (:mod:`anomalib_pnpt.unknown_class`). OneNIP's model retrieves by prompt images, not
+  class means; the flag depends only on the retrieved class, which is the same on known products;
 - ``mahalanobis``: the Mahalanobis distance to ``c``'s training keys (shrunk covariance), above ``c``'s largest on
   its validation images.
 
@@ -44,6 +47,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt import OneNip, Pnpt
 from anomalib_pnpt.data.demo import make_demo_dataset
+from anomalib_pnpt.prompt_pool import PromptPool
 
 SHARED = ("bottle", "hazelnut_toy", "magnetic_tile")
 DEMO = ("disc", "tiles", "weave")
@@ -149,12 +153,12 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
         [float(nearest(val[c], torch.full((len(val[c]),), i)).min()) for i, c in enumerate(names)]
     )
 
-    # Leave-one-out over the training keys: each one's similarity to its nearest other training key of its class.
-    loo_min = []
-    for c in names:
-        similarity = _similarity(train[c], train[c]).fill_diagonal_(-2.0)
-        loo_min.append(float(similarity.max(1).values.min()))
-    loo_min = torch.tensor(loo_min)
+    # The shipped rule, by the product's own code: a pool of class means over the training keys.
+    pool = PromptPool()
+    pool.begin(len(names), means.shape[1], [(1,)])
+    for index, c in enumerate(names):
+        pool.accumulate(torch.full((len(train[c]),), index), train[c], [torch.zeros(len(train[c]), 1)])
+    pool.finish()
 
     inverse = {}
     for c in names:
@@ -186,8 +190,8 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
                 return sims < own_margin[ids]
             if kind == "nearest image":
                 return nearest(keys, ids) < nearest_min[ids]
-            if kind == "nearest image, all training images":
-                return nearest(keys, ids) < loo_min[ids]
+            if kind == "nearest training image (shipped)":
+                return pool.retrieve(keys).unknown
             return mahalanobis(keys, ids) > mahalanobis_max[ids]
 
         return flagged
@@ -197,7 +201,7 @@ def fit_rules(train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]) -> d
         "own min",
         "own min - half range",
         "nearest image",
-        "nearest image, all training images",
+        "nearest training image (shipped)",
         "mahalanobis",
     )
     return {kind: rule(kind) for kind in kinds}

@@ -49,8 +49,11 @@ def calibrated_memory_model(network: str, **overrides: object) -> NetworkWithMem
 
 
 def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
-    images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
-    model.build_prompt_pool([(images, torch.tensor([0, 1, 2, 0, 1, 2]), list("abcdef"))], num_classes=3)
+    # Ten images per class: the unknown-class bound is the least similarity of a training image to its nearest
+    # other one; with a few images per class a fresh normal image falls below it too often (~1 in N + 1).
+    class_ids = [0, 1, 2] * 10
+    images = model.pre_processor.transform(class_images(class_ids))
+    model.build_prompt_pool([(images, torch.tensor(class_ids), [f"{i}.png" for i in range(30)])], num_classes=3)
     model.prompt_categories = ["a", "b", "c"]
     model.trained_categories = ["a", "b", "c"]  # as training's pool building records them
     model.eval()
@@ -59,9 +62,7 @@ def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         raw = model.predict_images(images)
     model.post_processor.image_quantile = model.post_processor.pixel_quantile = 0.5
-    model.post_processor.set_statistics(
-        raw.class_id, raw.pred_score, raw.anomaly_map, num_classes=3, similarity=raw.class_similarity
-    )
+    model.post_processor.set_statistics(raw.class_id, raw.pred_score, raw.anomaly_map, num_classes=3)
     return model
 
 

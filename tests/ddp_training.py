@@ -50,8 +50,8 @@ def data_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().clone() for name, tensor in state.items()}
 
 
-def evaluation_results(engine: Engine, model: torch.nn.Module, metrics: dict[str, float]) -> dict[str, object]:
-    """The test run's per-class metric table (categories, metric names, values) and class retrieval outcome."""
+def evaluation_results(engine: Engine, metrics: dict[str, float]) -> dict[str, object]:
+    """The test run's per-class metric table (categories, metric names, values) and class retrieval accuracy."""
     evaluation = next(callback for callback in engine.trainer.callbacks if isinstance(callback, PerClassEvaluation))
     table = evaluation.table
     return {
@@ -59,7 +59,6 @@ def evaluation_results(engine: Engine, model: torch.nn.Module, metrics: dict[str
         "metrics": list(table.columns),
         "table": torch.tensor(table.to_numpy(dtype=float)),
         "retrieval_accuracy": metrics["retrieval_accuracy"],
-        "retrieval_counts": list(model.retrieval_counts),
     }
 
 
@@ -91,7 +90,7 @@ def main(arguments: list[str] | None = None) -> None:
     if args.test_checkpoint is not None:
         metrics = engine.test(model, datamodule=datamodule, ckpt_path=args.test_checkpoint)[0]
         name = f"test_rank{engine.trainer.global_rank}_of{args.devices}.pt"
-        torch.save(evaluation_results(engine, model, metrics), args.out_dir / name)
+        torch.save(evaluation_results(engine, metrics), args.out_dir / name)
         return
     engine.fit(model, datamodule=datamodule)
     torch.save(data_state(model), args.out_dir / f"rank{engine.trainer.global_rank}_of{args.devices}.pt")

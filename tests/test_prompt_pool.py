@@ -41,7 +41,8 @@ def test_pool_holds_class_means_and_retrieves_by_cosine() -> None:
     for c in range(3):
         assert torch.allclose(pool.keys[c], keys[ids == c].mean(0))
         assert torch.allclose(pool.prompts[0][c], maps[ids == c].mean(0))
-    retrieved, prompts, _ = pool.retrieve(keys)
+    retrieved, prompts, _, unknown = pool.retrieve(keys)
+    assert not unknown.any()  # the training images themselves are of known classes
     assert torch.equal(retrieved, ids)
     assert torch.allclose(prompts[0], pool.prompts[0][ids])
     assert pool.counts.tolist() == [3, 3, 2]
@@ -114,12 +115,22 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
+def _image_rows(state: dict[str, torch.Tensor]) -> list[list[float]]:
+    """The unknown-class rule's (class, key) rows, in a canonical order (ranks gather them in rank order)."""
+    rows = torch.cat([state["unknown_class.key_classes"].float()[:, None], state["unknown_class.keys"]], dim=1)
+    return sorted(rows.tolist())
+
+
 def test_two_process_gloo_build_equals_single_process(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _build(*_data()).state_dict()
     for rank in range(2):
         state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        # Every training image's key, from both ranks' halves (the same set, gathered in another order).
+        torch.testing.assert_close(torch.tensor(_image_rows(state)), torch.tensor(_image_rows(single)))
         for name, tensor in single.items():
+            if name in {"unknown_class.keys", "unknown_class.key_classes"}:
+                continue
             assert torch.allclose(state[name].float(), tensor.float(), atol=1e-6), (rank, name)
 
 
@@ -189,6 +200,7 @@ def test_the_model_owns_its_pool_and_rebuilds_it_on_request(demo_root: Path, tmp
 
 def test_several_entries_per_class_retrieve_their_class_and_remove_together() -> None:
     """OneNIP's layout: entries grouped by class whatever their order; one retrieval gives class and similarity."""
+    # (the similarity: to the retrieved class's nearest training image, here its entries)
     pool = PromptPool(entries_per_class=2)
     keys = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.9, 0.1], [0.9, 0.1, 0.0]])
     pool.set_entries(torch.tensor([1, 0, 1, 0]), keys, [torch.arange(4.0).view(4, 1)])
@@ -196,9 +208,11 @@ def test_several_entries_per_class_retrieve_their_class_and_remove_together() ->
     retrieval = pool.retrieve(torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 1.0]]))
     assert retrieval.class_ids.tolist() == [0, 1]
     assert retrieval.prompts[0].flatten().tolist() == [3.0, 2.0]  # entry 3 (class 0), entry 2 (class 1)
-    torch.testing.assert_close(
-        retrieval.class_similarity, pool.class_similarity(torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 1.0]]))
-    )
+    nearest = [keys[3] / keys[3].norm(), keys[2] / keys[2].norm()]  # class 0's nearest entry; class 1's
+    queries = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.2, 1.0]])
+    expected = torch.stack([q / q.norm() @ k for q, k in zip(queries, nearest, strict=True)])
+    torch.testing.assert_close(retrieval.class_similarity, expected)
+    assert retrieval.unknown.tolist() == [False, True]  # the second is far from both of class 1's images
     pool.remove_class(0)
     assert pool.num_classes == 1 and pool.prompts[0].flatten().tolist() == [0.0, 2.0]
     with pytest.raises(ValueError, match="2 entries"):

@@ -40,7 +40,6 @@ class MultiClassNumpyImageItem(NumpyImageItem):
     category_id: int | None = None
     pred_category_id: int | None = None
     pred_category: str | None = None
-    class_similarity: np.ndarray | None = None
     pred_category_similarity: float | None = None
     pred_unknown: bool | None = None
 
@@ -54,7 +53,6 @@ class MultiClassNumpyImageBatch(NumpyImageBatch):
     category_id: np.ndarray | None = None
     pred_category_id: np.ndarray | None = None
     pred_category: list[str] | None = None
-    class_similarity: np.ndarray | None = None
     pred_category_similarity: np.ndarray | None = None
     pred_unknown: np.ndarray | None = None
 
@@ -67,7 +65,6 @@ class MultiClassImageItem(ImageItem):
     category: str | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
-    class_similarity: torch.Tensor | None = None
     pred_category_similarity: torch.Tensor | None = None
     pred_unknown: torch.Tensor | None = None
 
@@ -77,8 +74,8 @@ class MultiClassImageBatch(ImageBatch):
     """Torch image batch with per-sample class names (list) and indices (``(B,)`` long tensor).
 
     What the prompt-pool models add in their steps are fields too: ``pred_category_id`` (the retrieved class),
-    ``class_similarity`` (``(B, C)``, every class's retrieval similarity) and, once post-processed,
-    ``pred_category_similarity`` and ``pred_unknown`` (see :mod:`anomalib_pnpt.unknown_class`).
+    ``pred_category_similarity`` (to its nearest training image) and ``pred_unknown`` (of no known class, see
+    :mod:`anomalib_pnpt.unknown_class`).
     """
 
     item_class: ClassVar[type[ImageItem]] = MultiClassImageItem
@@ -86,7 +83,6 @@ class MultiClassImageBatch(ImageBatch):
     category: list[str] | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
-    class_similarity: torch.Tensor | None = None
     pred_category_similarity: torch.Tensor | None = None
     pred_unknown: torch.Tensor | None = None
 
@@ -165,18 +161,20 @@ class MultiClassGraphOutputs(NamedTuple):
 class PromptedPrediction(NamedTuple):
     """What a prompt-pool network predicts (``PnptModel.predict``, ``OneNipModel.predict``): raw, uncalibrated.
 
-    anomalib's ``InferenceBatch`` fields the network makes, plus the class it retrieved and how similar the image
-    is to every class (the unknown-class rule reads it). The module calibrates these per retrieved class.
+    anomalib's ``InferenceBatch`` fields the network makes, plus the class it retrieved, how similar the image is to
+    that class's nearest training image, and whether it is of an unknown class (see
+    :mod:`anomalib_pnpt.unknown_class`). The module calibrates scores and maps per retrieved class.
 
     Attributes:
         pred_score: ``(B,)`` image scores.
         anomaly_map: ``(B, 1, H, W)`` anomaly maps.
         class_id: ``(B,)`` retrieved class indices.
-        class_similarity: ``(B, C)`` similarity of every image to every class in the pool.
+        class_similarity: ``(B,)`` cosine similarity to the retrieved class's nearest training image.
+        unknown: ``(B,)`` whether that is below the class's bound.
 
     Example:
         >>> scores, maps = torch.rand(2), torch.rand(2, 1, 8, 8)
-        >>> prediction = PromptedPrediction(scores, maps, torch.zeros(2).long(), torch.ones(2, 1))
+        >>> prediction = PromptedPrediction(scores, maps, torch.zeros(2).long(), torch.ones(2), torch.zeros(2).bool())
         >>> prediction.class_id.tolist()
         [0, 0]
     """
@@ -185,3 +183,4 @@ class PromptedPrediction(NamedTuple):
     anomaly_map: torch.Tensor
     class_id: torch.Tensor
     class_similarity: torch.Tensor
+    unknown: torch.Tensor

@@ -5,10 +5,12 @@
 
 from anomalib_pnpt.evaluation.metrics import auroc, average_precision, f1_max, f1_score, pro_curve, pro_score
 from anomalib_pnpt.evaluation.per_class import METRICS, PerClassEvaluation, evaluate_per_class, format_table
+from anomalib_pnpt.evaluation.retrieval_accuracy import RetrievalAccuracy
 
 __all__ = [
     "METRICS",
     "PerClassEvaluation",
+    "RetrievalAccuracy",
     "auroc",
     "average_precision",
     "evaluate_per_class",

@@ -13,10 +13,10 @@ Post-processing is per class (:class:`~anomalib_pnpt.per_class_calibration.PerCl
 prediction carries the retrieved class (``pred_category_id``), validation calibrates each class's
 normalisation and thresholds on its normal images, and ``forward`` -- the graph anomalib exports --
 returns a :class:`~anomalib_pnpt.data.items.MultiClassInferenceBatch`: anomalib's four outputs, calibrated
-with the retrieved class, that class as ``pred_category_id``, its retrieval similarity and whether the image
-is of an unknown class (:mod:`anomalib_pnpt.unknown_class`; labelled anomalous). Exports keep these in the
-graph, under those names, but hidden from the graph's outputs, so anomalib's stock inferencers run them
-unchanged; :func:`anomalib_pnpt.deploy.read_model` exposes them again. Classes can be added to and removed
+with the retrieved class, that class as ``pred_category_id``, the similarity to its nearest training image and
+whether the image is of an unknown class (:mod:`anomalib_pnpt.unknown_class`; labelled anomalous). Exports keep
+these in the graph, under those names, but hidden from the graph's outputs, so anomalib's stock inferencers run
+them unchanged; :func:`anomalib_pnpt.deploy.read_model` exposes them again. Classes can be added to and removed
 from a trained model (``add_class`` / ``remove_class``).
 
 A subclass sets ``self.model`` (with ``prompt_pool``, ``feature_extractor`` and ``predict(images, maps=None) ->
@@ -42,6 +42,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 
+from anomalib_pnpt.captions import category_name
 from anomalib_pnpt.checkpoint_arguments import CheckpointArguments
 from anomalib_pnpt.class_management import ClassManagement
 from anomalib_pnpt.data.items import (
@@ -50,7 +51,7 @@ from anomalib_pnpt.data.items import (
     MultiClassInferenceBatch,
     PromptedPrediction,
 )
-from anomalib_pnpt.distributed import gather_samples
+from anomalib_pnpt.evaluation.retrieval_accuracy import RetrievalAccuracy
 from anomalib_pnpt.feature_cache import FeatureCache
 from anomalib_pnpt.graph_export import GraphExport
 from anomalib_pnpt.lr_schedule import lr_scheduler_config
@@ -117,10 +118,7 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
         self.prompt_categories: list[str] = []
         self.trained_categories: list[str] = []  # the classes the network was trained with (add_class keeps it)
         # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
-        self._retrieval_hits: list[torch.Tensor] = []
         self._warned_unseen: set[str] = set()
-        self._retrieval_paths: list[str | None] = []
-        self.retrieval_counts: tuple[int, int] | None = None  # (correct, images) of the last test run
 
     @classmethod
     def configure_pre_processor(
@@ -166,14 +164,13 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
         with nullcontext() if self.tracing_graph else torch.no_grad():
             images = self.pre_processor(batch) if self.pre_processor else batch
             raw = self.predict_images(images)
-            class_ids, class_similarity = raw.class_id, raw.class_similarity
+            class_ids, unknown = raw.class_id, raw.unknown
             predictions = InferenceBatch(pred_score=raw.pred_score, anomaly_map=raw.anomaly_map)
-            similarity, unknown = None, None
             if isinstance(self.post_processor, PerClassPostProcessor):
-                similarity, unknown = self.post_processor.unknown_class(class_ids, class_similarity)
                 predictions = self.post_processor(predictions, class_ids, unknown)
             elif self.post_processor:
                 predictions = self.post_processor(predictions)
+        similarity = raw.class_similarity
         extra = {"pred_category_id": class_ids, "pred_category_similarity": similarity, "pred_unknown": unknown}
         if self.tracing_graph:  # named graph outputs (then hidden from stock inferencers, see ``to_onnx``)
             return MultiClassGraphOutputs(*predictions, **extra)
@@ -350,44 +347,32 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
         batch = super().on_after_batch_transfer(batch, dataloader_idx)
         return MultiClassImageBatch.from_batch(batch) if isinstance(batch, ImageBatch) else batch
 
-    @staticmethod
-    def _with_predictions(batch: Batch, predictions: PromptedPrediction) -> MultiClassImageBatch:
-        """The batch, updated in place, with raw scores, maps, retrieved class and ``(B, C)`` class similarity.
+    def _with_predictions(self, batch: Batch, predictions: PromptedPrediction) -> MultiClassImageBatch:
+        """The batch, updated in place, with raw predictions, the retrieved class, its similarity, the unknown flag.
 
-        One path for validation, test and predict; the post-processor calibrates and decides from these fields.
+        The class is given by index and by name. One path for validation, test and predict; the post-processor
+        calibrates and decides from these fields, and the evaluator's
+        :class:`~anomalib_pnpt.evaluation.RetrievalAccuracy` reads the name.
         """
+        names = [category_name(self.prompt_categories, int(i)) for i in predictions.class_id.reshape(-1).cpu()]
         return MultiClassImageBatch.from_batch(batch).update(
             pred_score=predictions.pred_score,
             anomaly_map=predictions.anomaly_map,
             pred_category_id=predictions.class_id,
-            class_similarity=predictions.class_similarity,
+            pred_category=names if self.prompt_categories else None,
+            pred_category_similarity=predictions.class_similarity,
+            pred_unknown=predictions.unknown,
         )
 
     def on_test_start(self) -> None:
-        """Forget the retrieval outcomes of an earlier test run."""
-        self._retrieval_hits, self._retrieval_paths = [], []
+        """Forget which unseen classes an earlier test run warned about."""
         self._warned_unseen = set()
 
     def test_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:  # noqa: ANN002, ANN003
-        """Predict, and record whether the retrieved class is the sample's class."""
+        """Predict (the evaluator counts the retrievals); warn once per test class the pool does not hold."""
         del args, kwargs
-        predictions = self.predict_images(batch.image)
-        hits = self._retrieval_outcome(batch, predictions.class_id)
-        if hits is not None:
-            self._retrieval_hits.append(hits)
-            paths = getattr(batch, "image_path", None)
-            self._retrieval_paths += list(paths) if paths is not None else [None] * len(hits)
-        return self._with_predictions(batch, predictions)
-
-    def _retrieval_outcome(self, batch: Batch, class_ids: torch.Tensor) -> torch.Tensor | None:
-        """Per image: is the retrieved class the image's class? ``None`` without labels or with one class.
-
-        Compared by class NAME: a datamodule over a subset of the checkpoint's classes numbers them differently.
-        """
         names = getattr(batch, "category", None)
-        if names is None or len(self.prompt_categories) < 2:
-            return None
-        unseen = sorted(set(names) - set(self.prompt_categories))
+        unseen = sorted(set(names or []) - set(self.prompt_categories)) if self.prompt_categories else []
         if unseen and not self._warned_unseen.issuperset(unseen):
             self._warned_unseen.update(unseen)
             logger.warning(
@@ -396,19 +381,13 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
                 unseen,
                 self.prompt_categories,
             )
-        retrieved = [self.prompt_categories[int(i)] for i in class_ids.reshape(-1).cpu()]
-        return torch.tensor([got == truth for got, truth in zip(retrieved, names, strict=True)])
+        return self._with_predictions(batch, self.predict_images(batch.image))
 
-    def on_test_epoch_end(self) -> None:
-        """Log the class-retrieval accuracy of the test run (over every rank's images under DDP)."""
-        if not self._retrieval_hits:
-            return
-        paths = self._retrieval_paths if None not in self._retrieval_paths else None
-        hits = gather_samples(self.trainer, {"hit": torch.cat(self._retrieval_hits)}, paths)[0]["hit"]
-        correct, total = int(hits.sum()), len(hits)
-        self.retrieval_counts = (correct, total)
-        self.log("retrieval_accuracy", correct / total)  # the same value on every rank
-        logger.info("Prompt-pool class retrieval accuracy: %.4f (%d / %d)", correct / total, correct, total)
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Anomalib's default test metrics and the class-retrieval accuracy (``retrieval_accuracy``)."""
+        default = AnomalibModule.configure_evaluator()
+        return Evaluator(test_metrics=[*default.test_metrics, RetrievalAccuracy()])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Also save the class names of the prompt pool and those the network was trained with."""

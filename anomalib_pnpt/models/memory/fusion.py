@@ -127,7 +127,7 @@ class MemoryFusion(nn.Module):
             anomaly_map, score = pool.route_untrained_classes(
                 class_ids, (anomaly_map, score), (memory_map, image_score(memory_map))
             )
-        return PromptedPrediction(score, anomaly_map, class_ids, prediction.class_similarity)
+        return PromptedPrediction(score, anomaly_map, class_ids, prediction.class_similarity, prediction.unknown)
 
 
 class ClassFeatures:

@@ -41,6 +41,7 @@ from anomalib_pnpt.data.items import PromptedPrediction
 from anomalib_pnpt.models.memory.fusion import ClassFeatures, MemoryFusion
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.normal_scale import NormalScaleCalibration
+from anomalib_pnpt.prompt_pool import ClassEntries
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class NetworkWithMemory(NormalScaleCalibration, PromptedAnomalyModule):
             time.perf_counter() - start,
         )
 
-    def class_prompt_entries(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def class_prompt_entries(self, images: torch.Tensor) -> ClassEntries:
         """The network's prompt-pool entries of a new class (see :meth:`PromptedAnomalyModule.add_class`)."""
         return self.network.class_prompt_entries(images)
 

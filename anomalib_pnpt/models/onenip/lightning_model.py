@@ -50,6 +50,7 @@ from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.normal_scale import NormalScaleCalibration
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
+from anomalib_pnpt.prompt_pool import ClassEntries
 from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.training_settings import DEFAULTS, TrainingSettings, resolve_training
 
@@ -162,9 +163,13 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
         selection = PromptSelection(
             num_classes or 1, self.model.prompts_per_class, self.model.training_prompts_per_class
         )
+        image_keys, image_classes = [], []  # every training image's key: the unknown-class rule compares with them
         for images, class_ids, paths in batches:
             features = self._clean_features(images, paths)
-            selection.add(class_ids, self.model.global_key(features), features, paths)
+            keys = self.model.global_key(features)
+            selection.add(class_ids, keys, features, paths)
+            image_keys.append(keys)
+            image_classes.append(class_ids)
         chosen = selection.choose()
         device = self.device
         self.model.set_prompts(
@@ -173,12 +178,12 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
             num_classes or 1,
             training_features=chosen.bank_features.to(device),
             training_class_ids=chosen.bank_class_ids.to(device),
+            image_keys=torch.cat(image_keys),
+            image_classes=torch.cat(image_classes),
         )
 
     @torch.no_grad()
-    def class_prompt_entries(
-        self, images: torch.Tensor, batch_size: int = 16
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def class_prompt_entries(self, images: torch.Tensor, batch_size: int = 16) -> ClassEntries:
         """A new class's prompt images: the ``prompts_per_class`` closest to the class's mean key, as when building.
 
         Args:
@@ -186,7 +191,7 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
             batch_size: Images per backbone pass.
 
         Returns:
-            ``(keys (k, C), [features (k, C, h, w)], counts (k,))``.
+            ``(keys (k, C), [features (k, C, h, w)], counts (k,), image_keys (N, C))``.
         """
         k = self.model.prompts_per_class
         if len(images) < k:
@@ -195,7 +200,7 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
         features = torch.cat([self.model.extract_features(chunk) for chunk in images.split(batch_size)])
         keys = self.model.global_key(features)
         chosen = closest_to_mean(keys, keys.mean(0), k)
-        return keys[chosen], [features[chosen]], torch.ones(k)
+        return ClassEntries(keys[chosen], [features[chosen]], torch.ones(k), keys)
 
     def prompt_pool_ready(self) -> bool:
         """Built, with the training-prompt bank too (not saved in checkpoints: rebuilt when resuming)."""

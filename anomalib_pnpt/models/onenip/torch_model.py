@@ -198,6 +198,8 @@ class OneNipModel(nn.Module):
         num_classes: int,
         training_features: torch.Tensor | None = None,
         training_class_ids: torch.Tensor | None = None,
+        image_keys: torch.Tensor | None = None,
+        image_classes: torch.Tensor | None = None,
     ) -> None:
         """Fill the inference pool (and optionally the training bank) with chosen prompt images.
 
@@ -207,11 +209,13 @@ class OneNipModel(nn.Module):
             num_classes: Number of classes.
             training_features: ``(T, C, h, w)`` features of the training-prompt bank (default: the prompts).
             training_class_ids: ``(T,)`` their classes.
+            image_keys: ``(N, D)`` keys of every training image (the unknown-class rule's; default: the prompts').
+            image_classes: ``(N,)`` their classes.
         """
         if int(class_ids.max()) + 1 != num_classes:
             msg = f"Prompt images of {int(class_ids.max()) + 1} classes given for {num_classes} classes."
             raise ValueError(msg)
-        self.prompt_pool.set_entries(class_ids, self.global_key(features), [features])
+        self.prompt_pool.set_entries(class_ids, self.global_key(features), [features], image_keys, image_classes)
         if training_features is None or training_class_ids is None:
             training_features, training_class_ids = features, class_ids
         self.set_training_prompts(training_class_ids, training_features, num_classes)
@@ -363,24 +367,26 @@ class OneNipModel(nn.Module):
         reconstruction = self.reconstruct(features, self.inference_prompts(features)[1])
         return self.anomaly_map_generator.reconstruction_error(features, reconstruction, images.shape[-2:])
 
-    def inference_prompts(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Retrieved class, prompt (``None`` in ``"none"`` mode, class still retrieved) and ``(B, C)`` similarity."""
+    def inference_prompts(
+        self, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Retrieved class, prompt (``None`` in ``"none"`` mode, class still retrieved), similarity and unknown flag."""
         retrieval = self.retrieve_prompts(features)
         prompt = None if self.prompt_mode == "none" else retrieval.prompts[0]
-        return retrieval.class_ids, prompt, retrieval.class_similarity
+        return retrieval.class_ids, prompt, retrieval.class_similarity, retrieval.unknown
 
     def predict(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> PromptedPrediction:
-        """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
+        """Anomaly map and image score, the retrieved class, and whether the image is of a known class.
 
         Args:
             images: Pre-processed images ``(B, 3, H, W)``.
             maps: Their backbone maps (``feature_extractor(images)``), if already computed.
 
         Returns:
-            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity)``.
+            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity, unknown)``.
         """
         features = self.extract_features(images, maps)
-        class_ids, prompts, similarity = self.inference_prompts(features)
+        class_ids, prompts, similarity, unknown = self.inference_prompts(features)
         reconstruction = self.reconstruct(features, prompts)
         refined = self.refine(features, reconstruction, images.shape[-2:]) if self.refiner is not None else None
         anomaly_map, score = self.anomaly_map_generator(features, reconstruction, refined, images.shape[-2:])
@@ -394,7 +400,7 @@ class OneNipModel(nn.Module):
             nearest = self.prompt_patch_reconstruction(features, self.class_prompt_patches(class_ids))
             prompt_only = self.anomaly_map_generator(features, nearest, None, images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
-        return PromptedPrediction(score, anomaly_map, class_ids, similarity)
+        return PromptedPrediction(score, anomaly_map, class_ids, similarity, unknown)
 
     def forward(self, images: torch.Tensor) -> PromptedPrediction:
         """Inference: :meth:`predict` (training goes through ``training_loss``)."""

@@ -44,6 +44,7 @@ from anomalib_pnpt.models.pnpt.torch_model import PnptModel
 from anomalib_pnpt.models.prompted_module import PromptedAnomalyModule
 from anomalib_pnpt.pre_processing import backbone_normalization
 from anomalib_pnpt.presets import arguments_of, resolve_preset
+from anomalib_pnpt.prompt_pool import ClassEntries
 from anomalib_pnpt.synthetic_anomalies import SyntheticAnomalyGenerator
 from anomalib_pnpt.training_settings import DEFAULTS, TrainingSettings, resolve_training
 
@@ -181,9 +182,7 @@ class Pnpt(PromptedAnomalyModule):
         pool.finish(reduce_across_ranks=reduce_across_ranks)
 
     @torch.no_grad()
-    def class_prompt_entries(
-        self, images: torch.Tensor, batch_size: int = 16
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def class_prompt_entries(self, images: torch.Tensor, batch_size: int = 16) -> ClassEntries:
         """One CS-NPP entry of a new class: its mean global coding and mean feature maps, as when building.
 
         Args:
@@ -191,18 +190,19 @@ class Pnpt(PromptedAnomalyModule):
             batch_size: Images per backbone pass.
 
         Returns:
-            ``(key (1, D), [prompt_i (1, *shape_i)], counts (1,))``.
+            ``(key (1, D), [prompt_i (1, *shape_i)], counts (1,), image_keys (N, D))``.
         """
-        key_sum: torch.Tensor | None = None
+        image_keys: list[torch.Tensor] = []
         prompt_sums: list[torch.Tensor] = []
         for chunk in images.split(batch_size):
             features = self.model.extract_features(chunk)
-            keys = self.model.global_coding(features).sum(0, keepdim=True)
+            image_keys.append(self.model.global_coding(features))
             sums = [level.sum(0, keepdim=True) for level in features]
-            key_sum = keys if key_sum is None else key_sum + keys
             prompt_sums = sums if not prompt_sums else [a + b for a, b in zip(prompt_sums, sums, strict=True)]
+        keys = torch.cat(image_keys)
         count = float(len(images))
-        return key_sum / count, [total / count for total in prompt_sums], torch.tensor([count])
+        prompts = [total / count for total in prompt_sums]
+        return ClassEntries(keys.mean(0, keepdim=True), prompts, torch.tensor([count]), keys)
 
     def training_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], Callable[[], dict[str, torch.Tensor]]]:
         """Dual cosine reconstruction loss (Eq. 7) on cached backbone features (+ the restoration term, if set).

@@ -250,23 +250,24 @@ class PnptModel(nn.Module):
         return self.anomaly_map_generator(features, prior_reconstruction, self_reconstruction, image_size=image_size)
 
     def predict(self, images: torch.Tensor, maps: Sequence[torch.Tensor] | None = None) -> PromptedPrediction:
-        """Anomaly map and image score, the retrieved class and the similarity to every class of every image.
+        """Anomaly map and image score, the retrieved class, and whether the image is of a known class.
 
         Args:
             images: Pre-processed images ``(B, 3, H, W)``.
             maps: Their backbone maps (``feature_extractor(images)``), if already computed.
 
         Returns:
-            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity)``.
+            ``PromptedPrediction(pred_score, anomaly_map, class_id, class_similarity, unknown)``.
         """
         features = self.extract_features(images) if maps is None else list(maps)
-        class_ids, prior, similarity = self.retrieve_prior(features)
+        retrieval = self.retrieve_prior(features)
+        class_ids, prior = retrieval.class_ids, retrieval.prompts
         anomaly_map, score = self._eq8_map(features, prior, images.shape[-2:])
         if self.untrained_class_scoring == "prompt" and self.prompt_pool.may_hold_untrained_classes():
             # A class the network never trained on: Eq. 8's distance to the retrieved prior itself.
             prompt_only = self.anomaly_map_generator(features, None, prior, image_size=images.shape[-2:])
             anomaly_map, score = self.prompt_pool.route_untrained_classes(class_ids, (anomaly_map, score), prompt_only)
-        return PromptedPrediction(score, anomaly_map, class_ids, similarity)
+        return PromptedPrediction(score, anomaly_map, class_ids, retrieval.class_similarity, retrieval.unknown)
 
     def forward(self, images: torch.Tensor) -> PromptedPrediction | torch.Tensor:
         """Training: the reconstruction loss; eval: :meth:`predict`."""
