@@ -63,3 +63,12 @@ def test_a_checkpoint_records_the_values_the_preset_resolved_to(model_class: typ
     assert {"backbone", "hidden_dim"} <= set(recorded)
     for name in recorded:
         assert model.hparams[name] == presets["cpu"][name], name
+
+
+def test_onenips_lineside_preset_is_the_cpu_preset_with_one_encoder_and_one_decoder_layer() -> None:
+    cpu, lineside = dict(ONENIP_PRESETS["cpu"]), dict(ONENIP_PRESETS["lineside"])
+    depth = [(lineside.pop(key), cpu.pop(key)) for key in ("num_encoder_layers", "num_decoder_layers")]
+    assert depth == [(1, 2), (1, 2)]
+    assert lineside == cpu
+    model = OneNip(preset="lineside", pre_trained=False)
+    assert (model.hparams["num_encoder_layers"], model.hparams["num_decoder_layers"]) == (1, 1)

@@ -65,6 +65,7 @@ class MultiClassImageItem(ImageItem):
     category: str | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
+    pred_category: str | None = None
     pred_category_similarity: torch.Tensor | None = None
     pred_unknown: torch.Tensor | None = None
 
@@ -73,9 +74,9 @@ class MultiClassImageItem(ImageItem):
 class MultiClassImageBatch(ImageBatch):
     """Torch image batch with per-sample class names (list) and indices (``(B,)`` long tensor).
 
-    What the prompt-pool models add in their steps are fields too: ``pred_category_id`` (the retrieved class),
-    ``pred_category_similarity`` (to its nearest training image) and ``pred_unknown`` (of no known class, see
-    :mod:`anomalib_pnpt.unknown_class`).
+    What the prompt-pool models add in their steps are fields too: ``pred_category_id`` and ``pred_category`` (the
+    retrieved class's index and name), ``pred_category_similarity`` (to its nearest training image) and
+    ``pred_unknown`` (of no known class, see :mod:`anomalib_pnpt.unknown_class`).
     """
 
     item_class: ClassVar[type[ImageItem]] = MultiClassImageItem
@@ -83,6 +84,7 @@ class MultiClassImageBatch(ImageBatch):
     category: list[str] | None = None
     category_id: torch.Tensor | None = None
     pred_category_id: torch.Tensor | None = None
+    pred_category: list[str] | None = None
     pred_category_similarity: torch.Tensor | None = None
     pred_unknown: torch.Tensor | None = None
 

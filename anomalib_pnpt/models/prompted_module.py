@@ -69,10 +69,12 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
     """Base anomalib module of the prompt-pool models.
 
     Args:
-        backbone: timm backbone name (sets the pre-processor's normalisation).
+        backbone: timm backbone name (sets the default pre-processor's normalisation; needed with
+            ``pre_processor=True``).
         image_size: Input side of the default pre-processor.
         cache_features: Reuse training images' backbone features across epochs.
-        feature_id: Identity of the feature extractor for the cache key (name, layers, weights).
+        feature_id: Identity of the feature extractor for the cache key (name, layers, weights); ``None`` for a
+            module that extracts no features itself (a composed module's network has its own cache).
         feature_cache_mb: Memory bound of that cache in MiB (beyond it, features are computed every epoch).
         pre_processor: anomalib pre-processor, or ``True`` for resize + the backbone's normalisation.
         post_processor: anomalib post-processor, or ``True`` for a
@@ -89,10 +91,10 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
     # Many arguments: the arguments every prompted model shares with anomalib's AnomalibModule.
     def __init__(  # noqa: PLR0913
         self,
-        backbone: str,
-        image_size: int,
-        cache_features: bool,
-        feature_id: str,
+        backbone: str | None = None,
+        image_size: int | None = None,
+        cache_features: bool = False,
+        feature_id: str | None = None,
         feature_cache_mb: float | None = 8192,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -104,7 +106,11 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
         if seed is not None:
             seed_everything(seed, workers=True)
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size=(image_size, image_size), backbone=backbone)
+            if backbone is None:
+                msg = "pre_processor=True needs the backbone whose normalisation it applies."
+                raise ValueError(msg)
+            size = (image_size, image_size) if image_size else None
+            pre_processor = self.configure_pre_processor(image_size=size, backbone=backbone)
         super().__init__(
             pre_processor=pre_processor,
             post_processor=post_processor,
@@ -114,10 +120,9 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
         self.cache_features = cache_features
         self.seed = seed
         self.rebuild_prompt_pool = rebuild_prompt_pool
-        self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb)
+        self.feature_cache = FeatureCache(feature_id, max_mb=feature_cache_mb) if feature_id is not None else None
         self.prompt_categories: list[str] = []
         self.trained_categories: list[str] = []  # the classes the network was trained with (add_class keeps it)
-        # Per test image: whether the retrieved class was right, and its path (to count each image once under DDP)
         self._warned_unseen: set[str] = set()
 
     @classmethod
@@ -312,7 +317,7 @@ class PromptedAnomalyModule(CheckpointArguments, GraphExport, ClassManagement, P
             paths: Their files (the cache key); ``None`` computes without the cache.
             extract: The frozen feature extractor, returning a list of maps.
         """
-        if self.cache_features and paths is not None:
+        if self.cache_features and paths is not None and self.feature_cache is not None:
             return self.feature_cache.features(paths, images, extract)
         return extract(images)
 

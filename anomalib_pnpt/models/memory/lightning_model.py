@@ -113,11 +113,7 @@ class NetworkWithMemory(NormalScaleCalibration, PromptedAnomalyModule):
         given = dict(locals())
         network = network or DEFAULT_NETWORK
         built = build_network(network)
-        super().__init__(
-            backbone="",
-            image_size=0,
-            cache_features=False,
-            feature_id="",
+        super().__init__(  # the network owns the backbone, its pre-processing and its feature cache
             pre_processor=built.pre_processor if pre_processor is True else pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,

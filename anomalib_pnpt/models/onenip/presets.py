@@ -9,15 +9,28 @@
   16 + 24 + 48 + 120 = 208 channels, the analogue of B4's 272), hidden 128, 2 + 2 layers, FFN 512, a higher
   learning rate for few epochs, and each image's synthetic copy with its features reused for 3 epochs: the same
   accuracy as a new copy every step, ~1.4x faster epochs (``benchmarks/FINDINGS.md``).
+- ``lineside``: ``cpu`` with 1 + 1 layers, for the smallest inference cost (``benchmarks/deployment_cost.py``).
 
 Example:
-    >>> PRESETS["cpu"]["hidden_dim"], PRESETS["paper"]["hidden_dim"]
-    (128, 256)
+    >>> PRESETS["cpu"]["hidden_dim"], PRESETS["paper"]["hidden_dim"], PRESETS["lineside"]["num_encoder_layers"]
+    (128, 256, 1)
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+_CPU: dict[str, Any] = {
+    "backbone": "tf_efficientnet_lite2",
+    "layers": [0, 1, 2, 3],
+    "image_size": 224,
+    "hidden_dim": 128,
+    "num_encoder_layers": 2,
+    "num_decoder_layers": 2,
+    "ffn_dim": 512,
+    "learning_rate": 5e-4,
+    "synthetic_refresh_epochs": 3,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -31,15 +44,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-4,
         "synthetic_refresh_epochs": 1,
     },
-    "cpu": {
-        "backbone": "tf_efficientnet_lite2",
-        "layers": [0, 1, 2, 3],
-        "image_size": 224,
-        "hidden_dim": 128,
-        "num_encoder_layers": 2,
-        "num_decoder_layers": 2,
-        "ffn_dim": 512,
-        "learning_rate": 5e-4,
-        "synthetic_refresh_epochs": 3,
-    },
+    "cpu": _CPU,
+    "lineside": {**_CPU, "num_encoder_layers": 1, "num_decoder_layers": 1},
 }

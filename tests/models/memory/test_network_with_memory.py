@@ -38,8 +38,8 @@ def _model(network: str, **overrides: object) -> NetworkWithMemory:
 def test_every_trained_class_gets_a_memory_with_held_out_images_to_scale_it(network: str) -> None:
     model = _model(network)
     memory = model.memory.class_memory
-    # The pool was built from 2 images per class (16 x 16 patches at stride 8): one is held out, one is all of it.
-    assert memory.sizes(3) == [256, 256, 256]
+    # The pool was built from 10 images per class (16 x 16 patches at stride 8): the first is held out, 9 are kept.
+    assert memory.sizes(3) == [9 * 256] * 3
     assert memory.patches.shape[1] == CHANNELS[network]
     images = model.pre_processor.transform(class_images([0, 1, 2, 0, 1, 2]))
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_every_trained_class_gets_a_memory_with_held_out_images_to_scale_it(netw
 def test_all_images_takes_the_held_out_images_in_once_they_have_scaled_it() -> None:
     held_apart, joined = _model("OneNip"), _model("OneNip", all_images=True)
     memory = joined.memory.class_memory
-    assert memory.sizes(3) == [512, 512, 512]  # both images of each class (sampling ratio 1)
+    assert memory.sizes(3) == [10 * 256] * 3  # every image of each class (sampling ratio 1)
     assert torch.allclose(memory.normal_scales, held_apart.memory.class_memory.normal_scales)
     images = joined.pre_processor.transform(class_images([0, 1, 2]))
     with torch.no_grad():
