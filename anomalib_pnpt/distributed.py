@@ -5,8 +5,9 @@
 
 Under distributed validation or testing each rank sees its share of the images, and Lightning's
 ``DistributedSampler`` repeats up to ``world_size - 1`` images so that the ranks get equal shares. Anything
-computed over the whole set -- per-class calibration statistics, per-class AUROC/PRO, retrieval accuracy --
-must therefore gather every rank's samples and drop the repeats, which are recognised by image path.
+computed over the whole set -- per-class calibration statistics, per-class AUROC/PRO -- must therefore gather
+every rank's samples and drop the repeats, which are recognised by image path (the retrieval-accuracy metric does
+the same through torchmetrics' own gathering, :mod:`anomalib_pnpt.evaluation.retrieval_accuracy`).
 
 Example:
     >>> import torch

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 from deployment import datamodule_for, export, model_arguments, model_megabytes, peak_inference_mb, train
-from invocation import command_line, data_root
+from invocation import data_root, write_results
 from torch.nn import functional as F  # noqa: N812
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,18 +139,14 @@ def main() -> int:
     table = pd.DataFrame(rows)
     args.output.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.output / "results.csv", index=False)
-    lines = [
-        "# Deployment cost: OpenVINO FP32, batch 1, 256 px, this CPU",
-        "",
-        f"Command: `{command_line()}`. CPU: {platform.processor() or platform.machine()} (see `lscpu`), "
-        f"{torch.get_num_threads()} threads, {len(images)} test images of the shared classes, one call each. "
-        "Accuracy: mean image AUROC / pixel AUROC / pixel AP / PRO over the shared classes, as measured "
-        "with the same config by the harness run named (never by this run).",
-        "",
-        table.to_markdown(index=False),
-    ]
-    (args.output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    note = (
+        f"CPU: {platform.processor() or platform.machine()} (see `lscpu`), {torch.get_num_threads()} threads, "
+        f"{len(images)} test images of the shared classes, one call each. Accuracy: mean image AUROC / pixel AUROC / "
+        "pixel AP / PRO over the shared classes, as measured with the same config by the harness run named (never by "
+        "this run)."
+    )
+    title = "Deployment cost: OpenVINO FP32, batch 1, 256 px, this CPU"
+    write_results(args.output, title, note, table.to_markdown(index=False))
     return 0
 
 

@@ -47,3 +47,17 @@ def command_line(argv: Sequence[str] | None = None) -> str:
         The command, ready to paste into a shell.
     """
     return "python " + " ".join(shlex.quote(a) for a in (sys.argv if argv is None else argv))
+
+
+def write_results(folder: Path, title: str, note: str, table: str) -> None:
+    """Write ``folder/results.md`` (title, the command that ran with ``note``, the table) and print it.
+
+    Args:
+        folder: The results folder.
+        title: The heading.
+        note: What a reader needs beside the command (machine, data, how to read the table).
+        table: The table, as markdown.
+    """
+    text = "\n".join([f"# {title}", "", f"Command: `{command_line()}`. {note}", "", table]) + "\n"
+    (folder / "results.md").write_text(text)
+    print(text)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from invocation import command_line, data_root
+from invocation import data_root, write_results
 from PIL import Image
 from torch.nn import functional as F  # noqa: N812
 
@@ -258,15 +258,12 @@ def main() -> int:
         .round(1)
         .reset_index()
     )
-    lines = [
-        "# Unknown products: flagged and falsely flagged, per rule (mean over the six products left out in turn)",
-        "",
-        f"Command: `{command_line()}`. Rules fitted on known validation normals; chosen on the selection halves.",
-        "",
+    write_results(
+        args.output,
+        "Unknown products: flagged and falsely flagged, per rule (mean over the six products left out in turn)",
+        "Rules fitted on known validation normals; chosen on the selection halves.",
         summary.to_markdown(index=False),
-    ]
-    (args.output / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    )
     return 0
 
 
