@@ -81,6 +81,11 @@ class UnknownClassBound(nn.Module):
         class_ids = class_ids.reshape(-1).long().to(keys.device)
         num_classes = num_classes or int(class_ids.max()) + 1
         keys = F.normalize(keys.float(), dim=-1)
+        # A canonical order (by class, then by the first coordinate): the buffers do not depend on the order the
+        # images came in, e.g. gathered rank by rank under DDP.
+        order = torch.argsort(keys[:, 0], stable=True) if len(keys) else torch.zeros(0, dtype=torch.long)
+        order = order[torch.argsort(class_ids[order], stable=True)]
+        keys, class_ids = keys[order], class_ids[order]
         bounds = [self._bound(keys[class_ids == c]) for c in range(num_classes)]
         device = self.bounds.device
         self.keys, self.key_classes = keys.to(device), class_ids.to(device)

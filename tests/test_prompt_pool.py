@@ -115,22 +115,14 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _image_rows(state: dict[str, torch.Tensor]) -> list[list[float]]:
-    """The unknown-class rule's (class, key) rows, in a canonical order (ranks gather them in rank order)."""
-    rows = torch.cat([state["unknown_class.key_classes"].float()[:, None], state["unknown_class.keys"]], dim=1)
-    return sorted(rows.tolist())
-
-
 def test_two_process_gloo_build_equals_single_process(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     single = _build(*_data()).state_dict()
     for rank in range(2):
         state = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        # Every training image's key, from both ranks' halves (the same set, gathered in another order).
-        torch.testing.assert_close(torch.tensor(_image_rows(state)), torch.tensor(_image_rows(single)))
+        # Every training image's key too (the unknown-class rule's), gathered from both ranks' halves.
+        assert state["unknown_class.keys"].shape == single["unknown_class.keys"].shape
         for name, tensor in single.items():
-            if name in {"unknown_class.keys", "unknown_class.key_classes"}:
-                continue
             assert torch.allclose(state[name].float(), tensor.float(), atol=1e-6), (rank, name)
 
 
