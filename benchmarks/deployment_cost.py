@@ -78,6 +78,17 @@ def recorded_accuracy(source: str | None, row: str | None) -> dict[str, float]:
     return {key: round(100 * float(mean[key]), 2) for key in ACCURACY} | {"accuracy from": source.split("/")[0]}
 
 
+def cpu_name() -> str:
+    """The CPU model as ``lscpu`` names it, and whether it has AMX / AVX512-BF16 (costs differ by model)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    extras = [flag for flag in ("amx_tile", "avx512_bf16") if f" {flag}" in info]
+    return f"{name} ({', '.join(extras) or 'no AMX / AVX512-BF16'})"
+
+
 def random_rows_coreset() -> None:
     """Make every coreset a random draw of the coreset's size, instead of the greedy k-center selection.
 
@@ -161,7 +172,7 @@ def main() -> int:
     table.to_csv(args.output / "results.csv", index=False)
     coresets = "exact" if args.exact_coreset else "random rows of the coreset's size"
     note = (
-        f"CPU: {platform.processor() or platform.machine()} (see `lscpu`), {torch.get_num_threads()} threads, "
+        f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, "
         f"{len(images)} test images of the shared classes, one call each; coresets: {coresets}. Accuracy: mean image "
         "AUROC / pixel AUROC / pixel AP / PRO over the shared classes, as measured with the same config by the harness "
         "run named (never by this run)."
