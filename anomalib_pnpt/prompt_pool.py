@@ -39,10 +39,10 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from lightning.pytorch import LightningModule
 from torch import distributed as dist
-from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import DataLoader, Subset
 
+from anomalib_pnpt.data_sized_buffers import DataSizedBuffers
 from anomalib_pnpt.unknown_class import UnknownClassBound
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class ClassEntries(NamedTuple):
     image_keys: torch.Tensor
 
 
-class PromptPool(nn.Module):
+class PromptPool(DataSizedBuffers):
     """Per-class keys and prompt feature maps, in buffers, retrieved by cosine similarity.
 
     Buffers: ``keys (E, D)``, ``prompt_<i> (E, *shape_i)`` per prompt map, ``counts (E,)``, ``trained (E,)`` and
@@ -361,14 +361,6 @@ class PromptPool(nn.Module):
             The similarities.
         """
         return F.normalize(keys, dim=-1) @ F.normalize(self.keys, dim=-1).T
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The pool's size is data-dependent: adopt the checkpoint's shapes before the copy.
-        for name, buffer in list(self._buffers.items()):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and buffer is not None and saved.shape != buffer.shape:
-                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _gather_rows(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,14 +36,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_pnpt.data_sized_buffers import DataSizedBuffers
 
-class UnknownClassBound(nn.Module):
+
+class UnknownClassBound(DataSizedBuffers):
     """Every training image's retrieval key by class, and per class the least leave-one-out nearest similarity.
 
     Buffers: ``keys (N, D)`` (unit length), ``key_classes (N,)`` and ``bounds (C,)``.
@@ -131,11 +130,3 @@ class UnknownClassBound(nn.Module):
         nearest = torch.where(same_class, similarity, torch.full_like(similarity, -2.0)).amax(dim=1)
         bound = self.bounds[class_ids.clamp(0, self.num_classes - 1)]
         return nearest, nearest < bound  # NaN bound: False
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Sized when fitted: adopt the checkpoint's sizes before the copy.
-        for name, buffer in list(self._buffers.items()):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and buffer is not None and saved.shape != buffer.shape:
-                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

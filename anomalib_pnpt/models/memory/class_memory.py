@@ -29,19 +29,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_pnpt.backbones import joined_maps
 from anomalib_pnpt.coreset import FastKCenterGreedy
+from anomalib_pnpt.data_sized_buffers import DataSizedBuffers
 from anomalib_pnpt.nearest_patch import nearest_patch_map
 from anomalib_pnpt.prompt_pool import is_tracing
 
 
-class ClassPatchMemory(nn.Module):
+class ClassPatchMemory(DataSizedBuffers):
     """Coreset of each class's locally aggregated normal patch vectors: ``patches (N, C)``, ``patch_classes (N,)``.
 
     Args:
@@ -235,11 +234,3 @@ class ClassPatchMemory(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             local = self.local_patches(features.float())
             return (local - self.nearest_patches(local, class_ids)).pow(2).sum(dim=1, keepdim=True).sqrt()
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # The memory's size is data-dependent: adopt the saved shapes before the copy.
-        for name, buffer in list(self._buffers.items()):
-            saved = state_dict.get(prefix + name, buffer)
-            if saved.shape != buffer.shape:
-                self._buffers[name] = torch.empty_like(saved, device=buffer.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
