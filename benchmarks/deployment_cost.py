@@ -52,7 +52,11 @@ MODELS = {
         "unified_memory_cpu/session31/PNPT-residual-prior-stream-restoration-selected/per_class_metrics.csv",
         None,
     ),
-    "configs/pnpt_cpu_lineside.yaml": (REPO / "configs/pnpt_cpu_lineside.yaml", None, None),
+    "configs/pnpt_cpu_lineside.yaml": (
+        REPO / "configs/pnpt_cpu_lineside.yaml",
+        "shipped_cpu/results_PNPT-lineside.csv",
+        "PNPT-lineside",
+    ),
     "OneNip(preset=lineside)": (("anomalib_pnpt.OneNip", {"preset": "lineside", "pre_trained": True}), None, None),
     "PatchCore-0.1": (
         ("anomalib_pnpt.FastPatchcore", {**PATCHCORE, "coreset_sampling_ratio": 0.1}),

@@ -9,8 +9,8 @@
   levels, 24 + 48 + 120 channels, the analogue of WRN50's layers 1-3), C = 128, N = 20, a higher learning rate for
   few epochs, and the joint HPE with the jitter on the patch vectors, measured better than the paper's per-scale
   HPE at this budget (``benchmarks/FINDINGS.md``).
-- ``lineside``: ``cpu`` with M = 2 pairs: the dual-stream transformer is most of PNPT's CPU inference time
-  (OpenVINO FP32, 2 cores, 256 px: 27.0 ms with 4 pairs, 21.1 ms with 2).
+- ``lineside``: ``cpu`` with M = 2 pairs, for the smallest inference cost (OpenVINO FP32, 2 cores, 256 px: 30 ms
+  against 37 ms with 4 pairs, ``benchmarks/deployment_cost.py``).
 
 The FFN width is not preset: its default, ``4 * hidden_dim``, is what every preset uses (760 -> 3040, 128 -> 512).
 
