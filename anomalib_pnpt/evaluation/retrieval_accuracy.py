@@ -40,6 +40,13 @@ def _path_id(path: str) -> int:
     return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big") >> 1
 
 
+def _cat(state: list[torch.Tensor] | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A ``cat`` state as one tensor: a list before a distributed sync (possibly empty), a tensor after it."""
+    if isinstance(state, list) and not state:
+        return torch.zeros(0, dtype=dtype)
+    return dim_zero_cat(state)
+
+
 class RetrievalAccuracy(AnomalibMetric, Metric):
     """Share of images whose retrieved class name is their class name, each image counted once.
 
@@ -56,7 +63,7 @@ class RetrievalAccuracy(AnomalibMetric, Metric):
         self.name = kwargs.get("prefix", "") + "retrieval_accuracy"
         self.add_state("hits", default=[], dist_reduce_fx="cat")
         self.add_state("path_ids", default=[], dist_reduce_fx="cat")
-        self._unnamed = 0  # images without a path: counted as distinct
+        self.add_state("unnamed_hits", default=[], dist_reduce_fx="cat")  # images without a path: each counted
 
     def update(self, batch: Any, *args: Any, **kwargs: Any) -> None:
         """Count a batch's retrievals (skipped when it has no class names).
@@ -71,20 +78,20 @@ class RetrievalAccuracy(AnomalibMetric, Metric):
         if predicted is None or truth is None:
             self._update_count -= 1  # as anomalib's non-strict metrics: this batch does not count as an update
             return
+        hits = torch.tensor([p == t for p, t in zip(predicted, truth, strict=True)], dtype=torch.float)
         paths = getattr(batch, "image_path", None)
         if paths is None:
-            ids = [-(self._unnamed + i + 1) for i in range(len(truth))]
-            self._unnamed += len(truth)
-        else:
-            ids = [_path_id(str(path)) for path in paths]
-        self.hits.append(torch.tensor([p == t for p, t in zip(predicted, truth, strict=True)], dtype=torch.float))
-        self.path_ids.append(torch.tensor(ids, dtype=torch.long))
+            self.unnamed_hits.append(hits)
+            return
+        self.hits.append(hits)
+        self.path_ids.append(torch.tensor([_path_id(str(path)) for path in paths], dtype=torch.long))
 
     def compute(self) -> torch.Tensor | None:
         """The accuracy over distinct images (``None`` when no batch had class names)."""
         if self._update_count == 0:
             return None
-        hits, ids = dim_zero_cat(self.hits), dim_zero_cat(self.path_ids)
+        hits, ids = _cat(self.hits, torch.float), _cat(self.path_ids, torch.long)
         unique, inverse = torch.unique(ids, return_inverse=True)
         # A repeated image has the same retrieval each time: one value per distinct path.
-        return hits.new_zeros(len(unique)).scatter_(0, inverse, hits).mean()
+        distinct = hits.new_zeros(len(unique)).scatter_(0, inverse, hits)
+        return torch.cat([distinct, _cat(self.unnamed_hits, torch.float)]).mean()
