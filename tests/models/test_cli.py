@@ -18,6 +18,7 @@ from anomalib.data.utils import read_image
 
 import anomalib_pnpt
 from anomalib_pnpt.prediction_writer import read_predictions
+from anomalib_pnpt.unknown_class import UnknownClassBound
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
@@ -178,6 +179,7 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
     # One answer on every path: anomalib test (engine.test), anomalib predict (engine.predict on anomalib's
     # PredictDataset), the checkpoint's forward and the OpenVINO FP32 export, image by image.
     model = getattr(anomalib_pnpt, name).load_from_checkpoint(checkpoint).eval()
+    bounds = next(module for module in model.modules() if isinstance(module, UnknownClassBound)).bounds
     for path in sorted(defects.iterdir()):
         with torch.no_grad():
             forward = model(read_image(path, as_tensor=True)[None])
@@ -190,9 +192,14 @@ def test_train_test_predict_export_from_checkpoint(config_name: str, demo_root: 
         }
         assert len(set(answers.values())) == 1, (path.name, answers)
         score = float(forward.pred_score)
+        # An image within float rounding of its class's unknown-class bound may fall on either side of it in torch
+        # and in OpenVINO, and the flag sets the score to 1; the labels above agree all the same.
+        at_bound = abs(float(forward.pred_category_similarity) - float(bounds[int(forward.pred_category_id)])) < 1e-4
         for path_name, value in (
             ("test", tested[path.name]["score"]),
             ("predict", predicted[path.name]["score"]),
             ("openvino", float(np.asarray(ov.pred_score).reshape(-1)[0])),
         ):
+            if at_bound and path_name == "openvino":
+                continue
             assert value == pytest.approx(score, abs=1e-4), (path.name, path_name)
