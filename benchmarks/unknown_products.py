@@ -269,14 +269,26 @@ def main() -> int:
         .round(1)
         .reset_index()
     )
-    classes = pd.DataFrame(by_class).groupby(["model", "class"]).sum(numeric_only=True).reset_index()
-    # Summed over the five runs in which the class is known, so N and the test normals are 5x the class's own.
-    classes["training images N"] //= 5
-    classes["test normals"] //= 5
-    classes["falsely flagged %"] = (100 * classes["falsely flagged"] / (5 * classes["test normals"])).round(2)
+    # One row per run in which the class is known: its N and test normals are the same in each.
+    classes = (
+        pd.DataFrame(by_class)
+        .groupby(["model", "class"])
+        .agg(
+            **{
+                "training images N": ("training images N", "first"),
+                "test normals": ("test normals", "first"),
+                "falsely flagged": ("falsely flagged", "sum"),
+                "runs": ("falsely flagged", "size"),
+            }
+        )
+        .reset_index()
+    )
+    classes["falsely flagged %"] = (
+        100 * classes["falsely flagged"] / (classes["runs"] * classes["test normals"])
+    ).round(2)
     # Exchangeable normals: a new image is flagged only if it is the least typical of N + 1 (unknown_class.py).
     classes["at most 100 / (N + 1) %"] = (100 / (classes["training images N"] + 1)).round(2)
-    classes = classes.drop(columns="falsely flagged")
+    classes = classes.drop(columns=["falsely flagged", "runs"])
     classes.to_csv(args.output / "false_flags_by_class.csv", index=False)
     write_results(
         args.output,
