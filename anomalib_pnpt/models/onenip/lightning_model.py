@@ -62,8 +62,9 @@ class OneNip(NormalScaleCalibration, PromptedAnomalyModule):
 
     Every argument is plain data. ``preset`` sizes the network (``"paper"``, ``"cpu"`` or ``"lineside"``;
     :mod:`anomalib_pnpt.models.onenip.presets`); an argument given explicitly wins over it, and checkpoints record the
-    resolved values. The rest is the paper's (stages 1-4 at stride 16, 8 heads, dropout 0.1, jitter 20, dynamic
-    prompts, restoration stream and refiner, alpha 0.5, Dice weight 0.5); open choices are in the model's README.
+    resolved values. The rest is the paper's (stages 1-4 at stride 16, 8 heads, dropout 0.1 (the CPU presets: none on
+    the attention weights), jitter 20, dynamic prompts, restoration stream and refiner, alpha 0.5, Dice weight 0.5);
+    open choices are in the model's README.
 
     Args:
         preset: ``"paper"`` (EfficientNet-B4, hidden 256) or ``"cpu"`` (offline Lite2, hidden 128); ``None``:

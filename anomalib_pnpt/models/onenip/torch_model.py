@@ -78,7 +78,9 @@ class OneNipModel(nn.Module):
         num_encoder_layers: Encoder depth (paper: 4).
         num_decoder_layers: Decoder depth (paper: 4).
         ffn_dim: FFN width (paper: 1024).
-        dropout: Dropout (paper: 0.1).
+        dropout: Dropout on the residual branches and in the FFNs (paper: 0.1).
+        attention_dropout: Dropout on the attention weights (paper: 0.1, ``None``: ``dropout``). Any value above 0
+            keeps PyTorch's CPU attention off its fused kernel: 0 trains the ``cpu`` preset's epochs ~1.6x faster.
         neighbor_size: Neighbour-mask window ``k`` (default: feature size // 2); 0 disables the mask.
         noise_scale: Feature-jitter strength in training (paper: 20).
         prompt_mode: ``"dynamic"``, ``"static"`` or ``"none"`` (see module docstring).
@@ -111,6 +113,7 @@ class OneNipModel(nn.Module):
         num_decoder_layers: int = 4,
         ffn_dim: int = 1024,
         dropout: float = 0.1,
+        attention_dropout: float | None = None,
         neighbor_size: int | None = None,
         noise_scale: float = 20.0,
         prompt_mode: str = "dynamic",
@@ -160,12 +163,14 @@ class OneNipModel(nn.Module):
         self.position = LearnedPositionEmbedding(*self.grid, hidden_dim)
         self.neighbor_mask = NeighborMask(*self.grid, size=neighbor_size) if neighbor_size != 0 else None
         self.encoder = nn.ModuleList(
-            EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_encoder_layers)
+            EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attention_dropout) for _ in range(num_encoder_layers)
         )
         self.decoder = nn.ModuleList(
-            BidirectionalDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout) for _ in range(num_decoder_layers)
+            BidirectionalDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attention_dropout)
+            for _ in range(num_decoder_layers)
         )
-        self.final_attention = ResidualAttention(hidden_dim, num_heads, dropout, residual_dropout=dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.final_attention = ResidualAttention(hidden_dim, num_heads, attention_dropout, residual_dropout=dropout)
         if prompt_mode == "none":
             self.learned_prompt = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_dim))
             nn.init.trunc_normal_(self.learned_prompt, std=0.02)

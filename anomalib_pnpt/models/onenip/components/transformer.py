@@ -40,12 +40,16 @@ class EncoderLayer(nn.Module):
         dim: Token width.
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
-        dropout: Dropout rate.
+        dropout: Dropout rate (residual branches and FFN).
+        attention_dropout: Dropout on the attention weights; ``None``: ``dropout``.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float | None = None
+    ) -> None:
         super().__init__()
-        self.self_attention = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.self_attention = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
         self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -60,14 +64,18 @@ class BidirectionalDecoderLayer(nn.Module):
         dim: Token width.
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
-        dropout: Dropout rate.
+        dropout: Dropout rate (residual branches and FFN).
+        attention_dropout: Dropout on the attention weights; ``None``: ``dropout``.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float | None = None
+    ) -> None:
         super().__init__()
-        self.prompt_to_image = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
+        self.prompt_to_image = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
         self.prompt_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
-        self.image_to_prompt = ResidualAttention(dim, num_heads, dropout, residual_dropout=dropout)
+        self.image_to_prompt = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
 
     def forward(
         self,
