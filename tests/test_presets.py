@@ -48,7 +48,7 @@ def test_onenip_cpu_preset_is_the_benchmarked_network_with_the_bank_of_copies() 
 
 
 def test_onenips_cpu_preset_drops_no_attention_weight_and_keeps_the_papers_residual_dropout() -> None:
-    """Dropout on the attention weights keeps PyTorch's CPU attention off its fused kernel (~1.6x slower epochs)."""
+    """Dropout on the attention weights keeps PyTorch's CPU attention off its fused kernel (~1.5x slower training)."""
     for preset, attention_dropout in (("cpu", 0.0), ("lineside", 0.0), ("paper", 0.1)):
         network = OneNip(preset=preset, backbone="tf_efficientnet_lite0", pre_trained=False).model
         attentions = [module for module in network.modules() if isinstance(module, ResidualAttention)]

@@ -80,7 +80,7 @@ class OneNipModel(nn.Module):
         ffn_dim: FFN width (paper: 1024).
         dropout: Dropout on the residual branches and in the FFNs (paper: 0.1).
         attention_dropout: Dropout on the attention weights (paper: 0.1, ``None``: ``dropout``). Any value above 0
-            keeps PyTorch's CPU attention off its fused kernel: 0 trains the ``cpu`` preset's epochs ~1.6x faster.
+            keeps PyTorch's CPU attention off its fused kernel: 0 trains the ``cpu`` preset ~1.5x faster.
         neighbor_size: Neighbour-mask window ``k`` (default: feature size // 2); 0 disables the mask.
         noise_scale: Feature-jitter strength in training (paper: 20).
         prompt_mode: ``"dynamic"``, ``"static"`` or ``"none"`` (see module docstring).
