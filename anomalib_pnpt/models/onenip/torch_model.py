@@ -162,6 +162,7 @@ class OneNipModel(nn.Module):
         self.output_projection = nn.Linear(hidden_dim, self.feature_dim)
         self.position = LearnedPositionEmbedding(*self.grid, hidden_dim)
         self.neighbor_mask = NeighborMask(*self.grid, size=neighbor_size) if neighbor_size != 0 else None
+        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.encoder = nn.ModuleList(
             EncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attention_dropout) for _ in range(num_encoder_layers)
         )
@@ -169,7 +170,6 @@ class OneNipModel(nn.Module):
             BidirectionalDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attention_dropout)
             for _ in range(num_decoder_layers)
         )
-        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.final_attention = ResidualAttention(hidden_dim, num_heads, attention_dropout, residual_dropout=dropout)
         if prompt_mode == "none":
             self.learned_prompt = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden_dim))
