@@ -12,7 +12,8 @@
   the residual branches and FFNs): PyTorch's CPU attention then runs its fused kernel: 10 epochs in 711 against 1057 s
   (``benchmarks/FINDINGS.md``).
 - ``lineside``: ``cpu`` with 1 + 1 layers, for the smallest inference cost: 25.5 against 30.2 ms per image at the same
-  image AUROC and 0.7 lower pixel AUROC (``benchmarks/deployment_cost.py``, ``benchmarks/FINDINGS.md``).
+  image AUROC and 0.7 lower pixel AUROC (both trained with attention dropout 0.1; ``benchmarks/deployment_cost.py``,
+  ``benchmarks/FINDINGS.md``).
 
 Example:
     >>> PRESETS["cpu"]["hidden_dim"], PRESETS["paper"]["hidden_dim"], PRESETS["lineside"]["num_encoder_layers"]

@@ -41,14 +41,13 @@ class EncoderLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout rate (residual branches and FFN).
-        attention_dropout: Dropout on the attention weights; ``None``: ``dropout``.
+        attention_dropout: Dropout on the attention weights.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float | None = None
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0
     ) -> None:
         super().__init__()
-        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.self_attention = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
         self.ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
 
@@ -65,14 +64,13 @@ class BidirectionalDecoderLayer(nn.Module):
         num_heads: Attention heads.
         ffn_dim: FFN hidden width.
         dropout: Dropout rate (residual branches and FFN).
-        attention_dropout: Dropout on the attention weights; ``None``: ``dropout``.
+        attention_dropout: Dropout on the attention weights.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float | None = None
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0
     ) -> None:
         super().__init__()
-        attention_dropout = dropout if attention_dropout is None else attention_dropout
         self.prompt_to_image = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
         self.prompt_ffn = ResidualFeedForward(dim, ffn_dim, dropout, activation="relu")
         self.image_to_prompt = ResidualAttention(dim, num_heads, attention_dropout, residual_dropout=dropout)
